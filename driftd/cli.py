@@ -1,0 +1,130 @@
+"""argv -> config -> run. Heavy imports happen inside the command that needs them, so --help stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from . import __version__
+
+EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="driftd",
+        description="Detect, alert on and revert drift between Git and live Kubernetes clusters and AWS accounts.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def cmd(name: str, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help)
+        c.add_argument("--config", "-c", type=Path, default=None,
+                       help="config file (default: $DRIFTD_CONFIG, then /etc/driftd/driftd.toml)")
+        return c
+
+    cmd("run", "run the daemon: watch, alert and enforce continuously")
+    c = cmd("check", "one read-only pass; exit 0 in sync, 1 drift found, 2 an environment could not be checked")
+    c.add_argument("--env", action="append", default=[], metavar="NAME", help="only this environment (repeatable)")
+    c.add_argument("--target", choices=("kubernetes", "aws"), help="only this kind of target")
+    c.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    c = cmd("sync", "bring live state back to Git once (revert, recreate, prune where allowed)")
+    c.add_argument("--env", required=True, metavar="NAME")
+    c.add_argument("--target", choices=("kubernetes", "aws"), help="only this kind of target")
+    c.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
+    c.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    cmd("validate", "check the config and that every environment's desired state parses; exit 0 or 2")
+    c = cmd("history", "show the audit trail")
+    c.add_argument("--env", metavar="NAME")
+    c.add_argument("--object", metavar="KIND/[NAMESPACE/]NAME", help="only events about this object")
+    c.add_argument("--since", default="24h", help="how far back (default 24h)")
+    c.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    cmd("permissions", "print the IAM policy and Kubernetes RBAC the configured environments need")
+    sub.add_parser("version", help="print the version")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"driftd {__version__}")
+        return EXIT_OK
+    from .config import default_config_path, load_config
+    from .errors import ConfigErrors
+    from .log import configure_logging
+
+    path: Path = args.config or default_config_path()
+    try:
+        config = load_config(path)
+    except ConfigErrors as e:
+        print(f"driftd: invalid configuration:\n{_indent(str(e))}", file=sys.stderr)
+        return EXIT_ERROR
+    configure_logging(config.daemon.log_format, config.daemon.log_level)
+    try:
+        return _dispatch(args, config)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, config: object) -> int:
+    from .config import Config
+
+    assert isinstance(config, Config)
+    out: TextIO = sys.stdout
+    if args.command == "validate":
+        from .engine.validate import validate
+
+        problems = validate(config)
+        for p in problems:
+            print(p, file=sys.stderr)
+        if problems:
+            print(f"driftd: {len(problems)} problem(s) found", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"{config.path}: OK ({len(config.environments)} environment(s))", file=out)
+        return EXIT_OK
+    if args.command in ("check", "sync"):
+        from .engine import oneshot
+        from .model import TargetKind
+        from .report import render_json, render_text
+
+        target = TargetKind(args.target) if args.target else None
+        unknown = [n for n in ([args.env] if args.command == "sync" else args.env)
+                   if n not in {e.name for e in config.environments}]
+        if unknown:
+            print(f"driftd: no environment named {', '.join(map(repr, unknown))} in {config.path} "
+                  f"(defined: {', '.join(e.name for e in config.environments) or 'none'})", file=sys.stderr)
+            return EXIT_ERROR
+        if args.command == "check":
+            report = oneshot.run_check(config, envs=args.env, target=target)
+        else:
+            report = oneshot.run_sync(config, env=args.env, target=target, dry_run=args.dry_run)
+        if args.output == "json":
+            render_json(report, out)
+        else:
+            render_text(report, out, color=out.isatty())
+        return report.exit_code
+    if args.command == "history":
+        from .engine.history import show_history
+
+        return show_history(config, env=args.env, obj=args.object, since=args.since, output=args.output, out=out)
+    if args.command == "permissions":
+        from .engine.permissions import render_permissions
+
+        out.write(render_permissions(config))
+        return EXIT_OK
+    if args.command == "run":
+        from .daemon import run
+
+        return run(config)
+    raise AssertionError(args.command)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

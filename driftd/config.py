@@ -1,0 +1,735 @@
+"""TOML configuration -> frozen dataclasses.
+
+Every problem is collected (not just the first) and reported with the file
+and the key path (``environments[2].kubernetes.cluster``), what was expected
+and what was found. Secrets are only ever referenced through ``*_file`` keys.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli
+
+from .errors import ConfigError, ConfigErrors
+from .model import Mode
+
+DEFAULT_CONFIG_PATH = "/etc/driftd/driftd.toml"
+DEFAULT_HUMAN_MANAGERS = ("kubectl", "kubectl-*", "k9s", "kubernetes-dashboard*", "dashboard*", "Mozilla", "lens*")
+
+T = TypeVar("T")
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"1h30m"`` -> 5400.0 seconds. Raises ValueError with a hint."""
+    s = text.strip()
+    pos, total = 0, 0.0
+    for m in _DURATION_RE.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if not s or pos != len(s):
+        raise ValueError(f"expected a duration such as 30s, 5m, 1h30m or 7d, found {text!r}")
+    return total
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    state_dir: Path = Path("/var/lib/driftd")
+    listen: str = "127.0.0.1:9717"
+    log_format: str = "auto"  # auto | json | text
+    log_level: str = "info"
+    retention: float = 90 * 86400.0  # audit events and resolved drifts older than this are pruned
+    shutdown_timeout: float = 20.0
+    git_concurrency: int = 4
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
+class AlertmanagerSettings:
+    urls: tuple[str, ...] = ()
+    resend_interval: float = 60.0
+    error_grace: float = 120.0  # an environment must be in error this long before DriftdEnvironmentError fires
+    timeout: float = 10.0
+    external_url: str = ""  # base of generatorURL; defaults to http://<daemon.listen>
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    name: str
+    kubeconfig: Path | None = None
+    context: str | None = None
+    concurrency: int = 8  # in-flight requests to this API server
+
+
+@dataclass(frozen=True)
+class AwsAccountSettings:
+    name: str
+    region: str
+    profile: str | None = None
+    role_arn: str | None = None
+    endpoint_url: str | None = None
+    web_identity_token_file: Path | None = None
+    concurrency: int = 8
+    cloudtrail: bool = True  # attribute changes with CloudTrail LookupEvents where permitted
+
+
+@dataclass(frozen=True)
+class RepositorySettings:
+    name: str
+    url: str
+    poll_interval: float = 30.0
+    timeout: float = 60.0
+    token_file: Path | None = None
+    username: str | None = None  # for basic auth with token_file as the password
+    ssh_key_file: Path | None = None
+    known_hosts_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """Credentials and limits for one image registry host."""
+
+    host: str
+    username: str | None = None
+    password_file: Path | None = None
+    docker_config: Path | None = None  # a docker config.json with "auths"
+    insecure: bool = False  # plain HTTP
+    concurrency: int = 4
+    aws_account: str | None = None  # ECR: read through this account's API
+
+
+@dataclass(frozen=True)
+class KubernetesEnvSettings:
+    cluster: str
+    path: str = "kubernetes"
+    namespace: str = "default"
+    prune: bool = False
+    prune_max_fraction: float = 0.25
+    watch_namespaces: tuple[str, ...] = ()
+    human_managers: tuple[str, ...] = DEFAULT_HUMAN_MANAGERS
+    resync_interval: float = 600.0
+
+
+@dataclass(frozen=True)
+class AwsEnvSettings:
+    account: str
+    path: str = "aws"
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    tag_filter: Mapping[str, str] = field(default_factory=dict)  # scope for unmanaged resources
+    unmanaged: bool = True
+
+
+@dataclass(frozen=True)
+class IgnoreRule:
+    paths: tuple[str, ...]
+    kind: str = "*"
+    name: str = "*"
+    namespace: str = "*"
+    target: str = "*"
+
+    def matches(self, kind: str, name: str, namespace: str) -> bool:
+        return (
+            fnmatch.fnmatchcase(kind, self.kind)
+            and fnmatch.fnmatchcase(name, self.name)
+            and fnmatch.fnmatchcase(namespace, self.namespace)
+        )
+
+
+@dataclass(frozen=True)
+class EnforceWindow:
+    schedule: str  # five-field cron expression: when the window opens
+    duration: float
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class BrakeSettings:
+    storm_fraction: float = 0.5  # hold enforcement when more than this fraction drifts at once
+    storm_min_objects: int = 5  # ... and at least this many objects drift
+    fight_max_reverts: int = 3  # an object reverted more than this often within fight_window is left alone
+    fight_window: float = 600.0
+    max_reverts_per_cycle: int = 50
+
+
+@dataclass(frozen=True)
+class ImagePolicySettings:
+    name: str
+    image: str  # registry/repository, Docker Hub names allowed
+    policy: str  # semver | alphabetical | numerical
+    range: str = ""  # semver range
+    order: str = "asc"  # alphabetical / numerical: asc picks the highest
+    pattern: str = ""  # regex; a named group (?P<key>...) or the first group is the sort key
+    exclude: tuple[str, ...] = ("*.sig", "*.att", "*.sbom")
+    action: str = "report"  # report | write-back
+
+
+@dataclass(frozen=True)
+class WriteBackSettings:
+    author: str = "driftd <driftd@localhost>"
+    message: str = "driftd: update images\n\n{changes}"
+
+
+@dataclass(frozen=True)
+class EnvironmentSettings:
+    name: str
+    repository: str
+    branch: str
+    mode: Mode = Mode.ALERT
+    interval: float = 60.0
+    severity: str = "warning"
+    dry_run: bool = False
+    kubernetes: KubernetesEnvSettings | None = None
+    aws: AwsEnvSettings | None = None
+    ignore: tuple[IgnoreRule, ...] = ()
+    enforce_windows: tuple[EnforceWindow, ...] = ()
+    brakes: BrakeSettings = BrakeSettings()
+    images: tuple[ImagePolicySettings, ...] = ()
+    write_back: WriteBackSettings = WriteBackSettings()
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    daemon: DaemonSettings
+    alertmanager: AlertmanagerSettings
+    clusters: Mapping[str, ClusterSettings]
+    aws_accounts: Mapping[str, AwsAccountSettings]
+    repositories: Mapping[str, RepositorySettings]
+    registries: Mapping[str, RegistrySettings]
+    environments: tuple[EnvironmentSettings, ...]
+
+    def environment(self, name: str) -> EnvironmentSettings:
+        for env in self.environments:
+            if env.name == name:
+                return env
+        raise KeyError(name)
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("DRIFTD_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file. Raises ConfigErrors listing every problem."""
+    p = Path(path)
+    file = str(p)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigErrors([ConfigError(file, "", f"cannot read the config file: {e.strerror or e}")]) from e
+    try:
+        data = tomli.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigErrors([ConfigError(file, "", f"not UTF-8 at byte {e.start}")]) from e
+    except tomli.TOMLDecodeError as e:
+        raise ConfigErrors([ConfigError(file, "", f"invalid TOML: {e}")]) from e
+    return parse_config(data, p)
+
+
+def parse_config(data: Mapping[str, Any], path: Path) -> Config:
+    r = _Reader(str(path), path.parent)
+    cfg = r.build(data)
+    if r.errors:
+        raise ConfigErrors(r.errors)
+    return cfg
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_Missing = object()
+
+
+class _Reader:
+    """Reads one TOML document, collecting errors with their key paths."""
+
+    def __init__(self, file: str, base: Path) -> None:
+        self.file = file
+        self.base = base
+        self.errors: list[ConfigError] = []
+
+    def err(self, key: str, message: str) -> None:
+        self.errors.append(ConfigError(self.file, key, message))
+
+    # Table helpers. Each returns a default on error so validation goes on.
+    def table(self, data: Mapping[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
+        if not isinstance(data, Mapping):
+            self.err(key, f"expected a table, found {_tname(data)}")
+            return {}
+        for k in data:
+            if k not in allowed:
+                hint = _closest(k, allowed)
+                self.err(_join(key, k), "unknown key" + (f"; did you mean {hint!r}?" if hint else
+                         f"; allowed keys: {', '.join(sorted(allowed))}"))
+        return dict(data)
+
+    def get(self, t: Mapping[str, Any], key: str, name: str, kind: type[T] | tuple[type, ...],
+            default: Any = _Missing, expected: str = "") -> Any:
+        if name not in t:
+            if default is _Missing:
+                self.err(_join(key, name), f"required key is missing (expected {expected or _tname_t(kind)})")
+                return None
+            return default
+        v = t[name]
+        ok = isinstance(v, kind) and not (isinstance(v, bool) and kind in (int, float, (int, float)))
+        if not ok:
+            self.err(_join(key, name), f"expected {expected or _tname_t(kind)}, found {_tname(v)} {v!r}")
+            return None if default is _Missing else default
+        return v
+
+    def s(self, t: Mapping[str, Any], key: str, name: str, default: Any = _Missing) -> Any:
+        return self.get(t, key, name, str, default, "a string")
+
+    def name(self, t: Mapping[str, Any], key: str) -> str:
+        v = self.s(t, key, "name")
+        if isinstance(v, str) and not _NAME_RE.match(v):
+            self.err(_join(key, "name"), f"expected letters, digits, '.', '_' or '-' (max 63), found {v!r}")
+        return v or ""
+
+    def duration(self, t: Mapping[str, Any], key: str, name: str, default: float) -> float:
+        v = t.get(name, _Missing)
+        if v is _Missing:
+            return default
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if v < 0:
+                self.err(_join(key, name), f"expected a positive duration, found {v!r}")
+                return default
+            return float(v)
+        if not isinstance(v, str):
+            self.err(_join(key, name), f"expected a duration such as \"30s\", found {_tname(v)} {v!r}")
+            return default
+        try:
+            d = parse_duration(v)
+        except ValueError as e:
+            self.err(_join(key, name), str(e))
+            return default
+        if d <= 0:
+            self.err(_join(key, name), f"expected a duration above zero, found {v!r}")
+            return default
+        return d
+
+    def fraction(self, t: Mapping[str, Any], key: str, name: str, default: float) -> float:
+        v = self.get(t, key, name, (int, float), default, "a number between 0 and 1")
+        if v is None or not (0 <= float(v) <= 1):
+            if v is not None:
+                self.err(_join(key, name), f"expected a number between 0 and 1, found {v!r}")
+            return default
+        return float(v)
+
+    def positive_int(self, t: Mapping[str, Any], key: str, name: str, default: int) -> int:
+        v = self.get(t, key, name, int, default, "a positive integer")
+        if v is None or v < 1:
+            if v is not None:
+                self.err(_join(key, name), f"expected a positive integer, found {v!r}")
+            return default
+        return int(v)
+
+    def strings(self, t: Mapping[str, Any], key: str, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        v = t.get(name, _Missing)
+        if v is _Missing:
+            return default
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            self.err(_join(key, name), f"expected a list of strings, found {_tname(v)} {v!r}")
+            return default
+        return tuple(v)
+
+    def str_map(self, t: Mapping[str, Any], key: str, name: str) -> dict[str, str]:
+        v = t.get(name, {})
+        if not isinstance(v, Mapping):
+            self.err(_join(key, name), f"expected a table of strings, found {_tname(v)}")
+            return {}
+        out: dict[str, str] = {}
+        for k, x in v.items():
+            if isinstance(x, bool) or not isinstance(x, (str, int, float)):
+                self.err(_join(_join(key, name), k), f"expected a string, found {_tname(x)}")
+            else:
+                out[k] = str(x)
+        return out
+
+    def path(self, t: Mapping[str, Any], key: str, name: str, *, secret: bool = False) -> Path | None:
+        v = self.s(t, key, name, None)
+        if v is None:
+            return None
+        p = Path(os.path.expanduser(v))
+        if not p.is_absolute():
+            p = self.base / p
+        if secret and not p.exists():
+            self.err(_join(key, name), f"file {str(p)!r} does not exist")
+        return p
+
+    def choice(self, t: Mapping[str, Any], key: str, name: str, choices: tuple[str, ...], default: str) -> str:
+        v = self.s(t, key, name, default)
+        if v is not None and v not in choices:
+            self.err(_join(key, name), f"expected one of {', '.join(choices)}, found {v!r}")
+            return default
+        return v or default
+
+    def list_of_tables(self, data: Mapping[str, Any], name: str) -> list[tuple[str, dict[str, Any]]]:
+        v = data.get(name, [])
+        if not isinstance(v, list):
+            self.err(name, f"expected an array of tables ([[{name}]]), found {_tname(v)}")
+            return []
+        out = []
+        for i, item in enumerate(v):
+            k = f"{name}[{i}]"
+            if not isinstance(item, Mapping):
+                self.err(k, f"expected a table, found {_tname(item)}")
+                continue
+            out.append((k, dict(item)))
+        return out
+
+    def unique(self, items: list[tuple[str, Any]], what: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        first: dict[str, str] = {}
+        for key, obj in items:
+            n = obj.name if hasattr(obj, "name") else obj.host
+            if n in out:
+                self.err(key, f"duplicate {what} name {n!r} (first defined at {first[n]})")
+                continue
+            out[n], first[n] = obj, key
+        return out
+
+    # --- sections --------------------------------------------------------------------------
+
+    def build(self, data: Mapping[str, Any]) -> Config:
+        top = self.table(data, "", {"daemon", "alertmanager", "clusters", "aws_accounts", "repositories",
+                                    "registries", "environments"})
+        daemon = self.daemon(top.get("daemon", {}))
+        am = self.alertmanager(top.get("alertmanager", {}))
+        clusters = self.unique([(k, self.cluster(k, t)) for k, t in self.list_of_tables(top, "clusters")], "cluster")
+        accounts = self.unique([(k, self.account(k, t)) for k, t in self.list_of_tables(top, "aws_accounts")],
+                               "AWS account")
+        repos = self.unique([(k, self.repository(k, t)) for k, t in self.list_of_tables(top, "repositories")],
+                            "repository")
+        reg_list = [(k, self.registry(k, t)) for k, t in self.list_of_tables(top, "registries")]
+        for k, reg in reg_list:
+            if reg.aws_account and reg.aws_account not in accounts:
+                self.err(f"{k}.aws_account", f"no [[aws_accounts]] named {reg.aws_account!r}" + _known(accounts))
+        regs = self.unique(reg_list, "registry")
+        envs = self.unique([(k, self.environment(k, t, clusters, accounts, repos))
+                            for k, t in self.list_of_tables(top, "environments")], "environment")
+        return Config(path=Path(self.file), daemon=daemon, alertmanager=am, clusters=clusters,
+                      aws_accounts=accounts, repositories=repos, registries=regs,
+                      environments=tuple(envs.values()))
+
+    def daemon(self, raw: Any) -> DaemonSettings:
+        k = "daemon"
+        t = self.table(raw, k, {"state_dir", "listen", "log_format", "log_level", "retention",
+                                "shutdown_timeout", "git_concurrency"})
+        d = DaemonSettings()
+        state_dir = self.path(t, k, "state_dir") or d.state_dir
+        listen = self.s(t, k, "listen", d.listen) or d.listen
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            self.err(f"{k}.listen", f"expected host:port such as 127.0.0.1:9717, found {listen!r}")
+            listen = d.listen
+        return DaemonSettings(
+            state_dir=state_dir,
+            listen=listen,
+            log_format=self.choice(t, k, "log_format", ("auto", "json", "text"), d.log_format),
+            log_level=self.choice(t, k, "log_level", ("debug", "info", "warning", "error"), d.log_level),
+            retention=self.duration(t, k, "retention", d.retention),
+            shutdown_timeout=self.duration(t, k, "shutdown_timeout", d.shutdown_timeout),
+            git_concurrency=self.positive_int(t, k, "git_concurrency", d.git_concurrency),
+        )
+
+    def alertmanager(self, raw: Any) -> AlertmanagerSettings:
+        k = "alertmanager"
+        t = self.table(raw, k, {"urls", "resend_interval", "error_grace", "timeout", "external_url"})
+        d = AlertmanagerSettings()
+        urls = self.strings(t, k, "urls")
+        for i, u in enumerate(urls):
+            if not re.match(r"^https?://[^/\s]+", u):
+                self.err(f"{k}.urls[{i}]", f"expected an http:// or https:// URL, found {u!r}")
+        return AlertmanagerSettings(
+            urls=tuple(u.rstrip("/") for u in urls),
+            resend_interval=self.duration(t, k, "resend_interval", d.resend_interval),
+            error_grace=self.duration(t, k, "error_grace", d.error_grace),
+            timeout=self.duration(t, k, "timeout", d.timeout),
+            external_url=(self.s(t, k, "external_url", "") or "").rstrip("/"),
+        )
+
+    def cluster(self, k: str, raw: dict[str, Any]) -> ClusterSettings:
+        t = self.table(raw, k, {"name", "kubeconfig", "context", "concurrency"})
+        return ClusterSettings(
+            name=self.name(t, k),
+            kubeconfig=self.path(t, k, "kubeconfig", secret=True),
+            context=self.s(t, k, "context", None),
+            concurrency=self.positive_int(t, k, "concurrency", 8),
+        )
+
+    def account(self, k: str, raw: dict[str, Any]) -> AwsAccountSettings:
+        t = self.table(raw, k, {"name", "region", "profile", "role_arn", "endpoint_url",
+                                "web_identity_token_file", "concurrency", "cloudtrail"})
+        role = self.s(t, k, "role_arn", None)
+        if role is not None and not re.match(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+", role):
+            self.err(f"{k}.role_arn", f"expected arn:aws:iam::<12 digits>:role/<name>, found {role!r}")
+        region = self.s(t, k, "region")
+        if isinstance(region, str) and not re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", region):
+            self.err(f"{k}.region", f"expected an AWS region such as eu-west-1, found {region!r}")
+        return AwsAccountSettings(
+            name=self.name(t, k),
+            region=region or "",
+            profile=self.s(t, k, "profile", None),
+            role_arn=role,
+            endpoint_url=self.s(t, k, "endpoint_url", None),
+            web_identity_token_file=self.path(t, k, "web_identity_token_file"),
+            concurrency=self.positive_int(t, k, "concurrency", 8),
+            cloudtrail=bool(self.get(t, k, "cloudtrail", bool, True, "true or false")),
+        )
+
+    def repository(self, k: str, raw: dict[str, Any]) -> RepositorySettings:
+        t = self.table(raw, k, {"name", "url", "poll_interval", "timeout", "token_file", "username",
+                                "ssh_key_file", "known_hosts_file"})
+        url = self.s(t, k, "url") or ""
+        if url and not (re.match(r"^(https?|git|ssh|file)://", url) or url.startswith(("/", "./", "../", "~"))
+                        or re.match(r"^[\w.-]+@[\w.-]+:", url)):
+            self.err(f"{k}.url", f"expected an http(s)://, git://, ssh://, file:// URL or a local path, found {url!r}")
+        if url.startswith(("/", "./", "../", "~")):
+            url = str((self.base / os.path.expanduser(url)).resolve())
+        return RepositorySettings(
+            name=self.name(t, k),
+            url=url,
+            poll_interval=self.duration(t, k, "poll_interval", 30.0),
+            timeout=self.duration(t, k, "timeout", 60.0),
+            token_file=self.path(t, k, "token_file", secret=True),
+            username=self.s(t, k, "username", None),
+            ssh_key_file=self.path(t, k, "ssh_key_file", secret=True),
+            known_hosts_file=self.path(t, k, "known_hosts_file", secret=True),
+        )
+
+    def registry(self, k: str, raw: dict[str, Any]) -> RegistrySettings:
+        t = self.table(raw, k, {"host", "username", "password_file", "docker_config", "insecure",
+                                "concurrency", "aws_account"})
+        return RegistrySettings(
+            host=self.s(t, k, "host") or "",
+            username=self.s(t, k, "username", None),
+            password_file=self.path(t, k, "password_file", secret=True),
+            docker_config=self.path(t, k, "docker_config", secret=True),
+            insecure=bool(self.get(t, k, "insecure", bool, False, "true or false")),
+            concurrency=self.positive_int(t, k, "concurrency", 4),
+            aws_account=self.s(t, k, "aws_account", None),
+        )
+
+    def environment(self, k: str, raw: dict[str, Any], clusters: Mapping[str, ClusterSettings],
+                    accounts: Mapping[str, AwsAccountSettings],
+                    repos: Mapping[str, RepositorySettings]) -> EnvironmentSettings:
+        t = self.table(raw, k, {"name", "repository", "branch", "mode", "interval", "severity", "dry_run",
+                                "kubernetes", "aws", "ignore", "enforce_windows", "brakes", "images",
+                                "write_back"})
+        repo = self.s(t, k, "repository") or ""
+        if repo and repo not in repos:
+            self.err(f"{k}.repository", f"no [[repositories]] named {repo!r}" + _known(repos))
+        kube = self.kube_env(f"{k}.kubernetes", t["kubernetes"], clusters) if "kubernetes" in t else None
+        aws = self.aws_env(f"{k}.aws", t["aws"], accounts) if "aws" in t else None
+        if kube is None and aws is None:
+            self.err(k, "an environment needs a [environments.kubernetes] or [environments.aws] table (or both)")
+        images = tuple(self.image(f"{k}.images[{i}]", x) for i, x in
+                       enumerate(self._sub_list(t, k, "images")))
+        seen: set[str] = set()
+        for i, img in enumerate(images):
+            if img.name in seen:
+                self.err(f"{k}.images[{i}].name", f"duplicate image policy name {img.name!r}")
+            seen.add(img.name)
+        return EnvironmentSettings(
+            name=self.name(t, k),
+            repository=repo,
+            branch=self.s(t, k, "branch") or "",
+            mode=Mode(self.choice(t, k, "mode", tuple(m.value for m in Mode), Mode.ALERT.value)),
+            interval=self.duration(t, k, "interval", 60.0),
+            severity=self.choice(t, k, "severity", ("critical", "warning", "info"), "warning"),
+            dry_run=bool(self.get(t, k, "dry_run", bool, False, "true or false")),
+            kubernetes=kube,
+            aws=aws,
+            ignore=tuple(self.ignore(f"{k}.ignore[{i}]", x) for i, x in enumerate(self._sub_list(t, k, "ignore"))),
+            enforce_windows=tuple(self.window(f"{k}.enforce_windows[{i}]", x)
+                                  for i, x in enumerate(self._sub_list(t, k, "enforce_windows"))),
+            brakes=self.brakes(f"{k}.brakes", t.get("brakes", {})),
+            images=images,
+            write_back=self.write_back(f"{k}.write_back", t.get("write_back", {})),
+        )
+
+    def _sub_list(self, t: Mapping[str, Any], k: str, name: str) -> list[dict[str, Any]]:
+        v = t.get(name, [])
+        if not isinstance(v, list) or not all(isinstance(x, Mapping) for x in v):
+            self.err(f"{k}.{name}", f"expected an array of tables ([[environments.{name}]]), found {_tname(v)}")
+            return []
+        return [dict(x) for x in v]
+
+    def kube_env(self, k: str, raw: Any, clusters: Mapping[str, ClusterSettings]) -> KubernetesEnvSettings:
+        t = self.table(raw, k, {"cluster", "path", "namespace", "prune", "prune_max_fraction", "watch_namespaces",
+                                "human_managers", "resync_interval"})
+        cluster = self.s(t, k, "cluster") or ""
+        if cluster and cluster not in clusters:
+            self.err(f"{k}.cluster", f"no [[clusters]] named {cluster!r}" + _known(clusters))
+        d = KubernetesEnvSettings(cluster="")
+        return KubernetesEnvSettings(
+            cluster=cluster,
+            path=self.tree_path(t, k, "path", d.path),
+            namespace=self.s(t, k, "namespace", d.namespace) or d.namespace,
+            prune=bool(self.get(t, k, "prune", bool, False, "true or false")),
+            prune_max_fraction=self.fraction(t, k, "prune_max_fraction", d.prune_max_fraction),
+            watch_namespaces=self.strings(t, k, "watch_namespaces"),
+            human_managers=self.strings(t, k, "human_managers", d.human_managers),
+            resync_interval=self.duration(t, k, "resync_interval", d.resync_interval),
+        )
+
+    def aws_env(self, k: str, raw: Any, accounts: Mapping[str, AwsAccountSettings]) -> AwsEnvSettings:
+        t = self.table(raw, k, {"account", "path", "parameters", "tag_filter", "unmanaged"})
+        account = self.s(t, k, "account") or ""
+        if account and account not in accounts:
+            self.err(f"{k}.account", f"no [[aws_accounts]] named {account!r}" + _known(accounts))
+        return AwsEnvSettings(
+            account=account,
+            path=self.tree_path(t, k, "path", "aws"),
+            parameters=self.str_map(t, k, "parameters"),
+            tag_filter=self.str_map(t, k, "tag_filter"),
+            unmanaged=bool(self.get(t, k, "unmanaged", bool, True, "true or false")),
+        )
+
+    def tree_path(self, t: Mapping[str, Any], k: str, name: str, default: str) -> str:
+        v = self.s(t, k, name, default)
+        if v is None:
+            return default
+        parts = [p for p in v.strip("/").split("/") if p not in ("", ".")]
+        if ".." in parts:
+            self.err(f"{k}.{name}", f"expected a directory inside the branch, found {v!r} (no '..')")
+            return default
+        return "/".join(parts)
+
+    def ignore(self, k: str, raw: dict[str, Any]) -> IgnoreRule:
+        t = self.table(raw, k, {"kind", "name", "namespace", "paths", "target"})
+        paths = self.strings(t, k, "paths")
+        if "paths" not in t:
+            self.err(f"{k}.paths", "required key is missing (expected a list of JSON pointers such as \"/spec/replicas\")")
+        for i, p in enumerate(paths):
+            if not p.startswith("/"):
+                self.err(f"{k}.paths[{i}]", f"expected a JSON pointer starting with '/', found {p!r}")
+        return IgnoreRule(
+            paths=paths,
+            kind=self.s(t, k, "kind", "*") or "*",
+            name=self.s(t, k, "name", "*") or "*",
+            namespace=self.s(t, k, "namespace", "*") or "*",
+            target=self.choice(t, k, "target", ("*", "kubernetes", "aws"), "*"),
+        )
+
+    def window(self, k: str, raw: dict[str, Any]) -> EnforceWindow:
+        t = self.table(raw, k, {"schedule", "duration", "timezone"})
+        sched = self.s(t, k, "schedule") or ""
+        if sched and len(sched.split()) != 5:
+            self.err(f"{k}.schedule", f"expected a five-field cron expression such as \"0 9 * * 1-5\", found {sched!r}")
+        tz = self.s(t, k, "timezone", "UTC") or "UTC"
+        try:
+            import zoneinfo
+
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            self.err(f"{k}.timezone", f"unknown time zone {tz!r} (expected an IANA name such as Europe/Paris)")
+        if "duration" not in t:
+            self.err(f"{k}.duration", "required key is missing (expected a duration such as \"8h\")")
+        return EnforceWindow(schedule=sched, duration=self.duration(t, k, "duration", 3600.0), timezone=tz)
+
+    def brakes(self, k: str, raw: Any) -> BrakeSettings:
+        t = self.table(raw, k, {"storm_fraction", "storm_min_objects", "fight_max_reverts", "fight_window",
+                                "max_reverts_per_cycle"})
+        d = BrakeSettings()
+        return BrakeSettings(
+            storm_fraction=self.fraction(t, k, "storm_fraction", d.storm_fraction),
+            storm_min_objects=self.positive_int(t, k, "storm_min_objects", d.storm_min_objects),
+            fight_max_reverts=self.positive_int(t, k, "fight_max_reverts", d.fight_max_reverts),
+            fight_window=self.duration(t, k, "fight_window", d.fight_window),
+            max_reverts_per_cycle=self.positive_int(t, k, "max_reverts_per_cycle", d.max_reverts_per_cycle),
+        )
+
+    def image(self, k: str, raw: dict[str, Any]) -> ImagePolicySettings:
+        t = self.table(raw, k, {"name", "image", "semver", "alphabetical", "numerical", "order", "pattern",
+                                "exclude", "action"})
+        kinds = [x for x in ("semver", "alphabetical", "numerical") if x in t]
+        if len(kinds) != 1:
+            self.err(k, "expected exactly one of semver = \"<range>\", alphabetical = true, numerical = true"
+                     + (f", found {', '.join(kinds)}" if kinds else ""))
+        policy = kinds[0] if kinds else "semver"
+        rng = ""
+        if policy == "semver":
+            rng = self.s(t, k, "semver", "*") or "*"
+            try:
+                _validators["semver"](rng)
+            except (ValueError, KeyError) as e:
+                self.err(f"{k}.semver", f"invalid semver range {rng!r}: {e}")
+        else:
+            self.get(t, k, policy, bool, True, "true")
+        pattern = self.s(t, k, "pattern", "") or ""
+        if pattern:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                self.err(f"{k}.pattern", f"invalid regular expression {pattern!r}: {e}")
+        return ImagePolicySettings(
+            name=self.name(t, k),
+            image=self.s(t, k, "image") or "",
+            policy=policy,
+            range=rng,
+            order=self.choice(t, k, "order", ("asc", "desc"), "asc"),
+            pattern=pattern,
+            exclude=self.strings(t, k, "exclude", ImagePolicySettings.exclude),
+            action=self.choice(t, k, "action", ("report", "write-back"), "report"),
+        )
+
+    def write_back(self, k: str, raw: Any) -> WriteBackSettings:
+        t = self.table(raw, k, {"author", "message"})
+        d = WriteBackSettings()
+        return WriteBackSettings(author=self.s(t, k, "author", d.author) or d.author,
+                                 message=self.s(t, k, "message", d.message) or d.message)
+
+
+# Validators registered by pure modules that know a sub-language (semver ranges), so config
+# stays free of their imports and they stay free of config's.
+_validators: dict[str, Callable[[str], object]] = {"semver": lambda s: s}
+
+
+def register_validator(name: str, fn: Callable[[str], object]) -> None:
+    _validators[name] = fn
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _known(m: Mapping[str, Any]) -> str:
+    return f" (defined: {', '.join(sorted(m))})" if m else " (none defined)"
+
+
+def _closest(word: str, options: set[str]) -> str | None:
+    import difflib
+
+    m = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.75)
+    return m[0] if m else None
+
+
+def _tname(v: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+            dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def _tname_t(kind: type | tuple[type, ...]) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(_tname_t(k) for k in kind)
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, kind.__name__)

@@ -1,0 +1,32 @@
+"""Seams between the engine and what it composes. Targets implement these structurally (no import needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..config import EnvironmentSettings
+from ..model import DesiredState, Drift, ResourceKey, TargetKind, TargetResult
+
+
+class Target(Protocol):
+    """A live system an environment is compared with: one cluster, or one AWS account/region."""
+
+    kind: TargetKind
+
+    async def check(self, env: EnvironmentSettings, desired: DesiredState, *,
+                    inventory: frozenset[ResourceKey]) -> TargetResult:
+        """Compare. ``inventory`` holds the keys declared at the last checked revision (for ``orphaned``).
+
+        Must never report ``missing``/``orphaned`` from a live view it failed to read: such objects go
+        to ``TargetResult.errors`` instead.
+        """
+        ...
+
+    async def revert(self, env: EnvironmentSettings, desired: DesiredState, drifts: Sequence[Drift], *,
+                     dry_run: bool = False) -> tuple[Drift, ...]:
+        """Bring each drift back to Git. Returns the drifts with ``action``/``reason`` set
+        (reverted, revert_failed, skipped). One failure never stops the others."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,33 @@
+"""Prometheus metrics, on driftd's own registry. Label sets stay bounded: no object names in labels."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+environment_info = Gauge("driftd_environment_info", "1 per environment, with its mode and status",
+                         ["environment", "mode", "status"], registry=REGISTRY)
+drifted_resources = Gauge("driftd_drifted_resources", "Drifted resources by kind and drift kind",
+                          ["environment", "target", "kind", "drift"], registry=REGISTRY)
+managed_resources = Gauge("driftd_managed_resources", "Declared resources by kind",
+                          ["environment", "target", "kind"], registry=REGISTRY)
+reverts_total = Counter("driftd_reverts_total", "Reverts by result",
+                        ["environment", "target", "kind", "result"], registry=REGISTRY)
+detection_latency = Histogram("driftd_detection_latency_seconds",
+                              "Time from a live change event to the drift being recorded",
+                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=REGISTRY)
+reconcile_duration = Histogram("driftd_reconcile_duration_seconds", "One comparison pass",
+                               ["environment", "target"],
+                               buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=REGISTRY)
+source_last_success = Gauge("driftd_source_last_success_timestamp_seconds", "Last successful fetch",
+                            ["repository"], registry=REGISTRY)
+source_revision_info = Gauge("driftd_source_revision_info", "Revision each environment is checked at",
+                             ["environment", "revision"], registry=REGISTRY)
+api_requests = Counter("driftd_api_requests_total", "Calls to live APIs",
+                       ["target", "operation", "code"], registry=REGISTRY)
+alerts_sent = Counter("driftd_alerts_sent_total", "Alerts delivered to Alertmanager", registry=REGISTRY)
+alert_outbox_size = Gauge("driftd_alert_outbox_size", "Alerts waiting for delivery", registry=REGISTRY)
+image_update_available = Gauge("driftd_image_update_available",
+                               "1 when the environment runs an older version than its image policy's latest",
+                               ["environment", "image"], registry=REGISTRY)

@@ -1,0 +1,231 @@
+"""Pure types shared by every layer: the vocabulary of drift.
+
+The enums are a closed vocabulary: their values appear in reports, metrics
+labels and alerts, so they change only with a migration of all three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class TargetKind(StrEnum):
+    KUBERNETES = "kubernetes"
+    AWS = "aws"
+
+
+class DriftKind(StrEnum):
+    MODIFIED = "modified"
+    MISSING = "missing"
+    ORPHANED = "orphaned"
+    UNMANAGED = "unmanaged"
+
+
+class Action(StrEnum):
+    REPORTED = "reported"
+    REVERTED = "reverted"
+    REVERT_FAILED = "revert_failed"
+    SKIPPED = "skipped"
+
+
+class Mode(StrEnum):
+    OBSERVE = "observe"
+    ALERT = "alert"
+    ENFORCE = "enforce"
+
+
+class ObjectMode(StrEnum):
+    """Per-object override (``driftd.io/mode``): the environment modes plus ``disabled``."""
+
+    OBSERVE = "observe"
+    ALERT = "alert"
+    ENFORCE = "enforce"
+    DISABLED = "disabled"
+
+
+class Status(StrEnum):
+    IN_SYNC = "in_sync"
+    DRIFTED = "drifted"
+    ERROR = "error"
+
+
+class ChangeOp(StrEnum):
+    """CloudFormation's PropertyDifference vocabulary."""
+
+    ADD = "add"  # live has it, desired does not
+    REMOVE = "remove"  # desired has it, live does not
+    NOT_EQUAL = "not_equal"
+
+
+REDACTED = "(redacted)"
+
+
+@dataclass(frozen=True, order=True)
+class ResourceKey:
+    """target + type + scope + name. For AWS, kind is the CloudFormation type and namespace the region."""
+
+    target: TargetKind
+    kind: str
+    name: str
+    namespace: str = ""
+    api_version: str = ""
+
+    def __str__(self) -> str:
+        scope = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.target}:{self.kind}:{scope}{self.name}"
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One field-level difference. ``path`` is a JSON pointer; absent sides are None with op saying which."""
+
+    path: str
+    expected: Any = None
+    actual: Any = None
+    op: ChangeOp = ChangeOp.NOT_EQUAL
+    changed_by: str | None = None
+    changed_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": self.path, "op": str(self.op)}
+        if self.op is not ChangeOp.ADD:
+            d["expected"] = self.expected
+        if self.op is not ChangeOp.REMOVE:
+            d["actual"] = self.actual
+        if self.changed_by:
+            d["changed_by"] = self.changed_by
+        if self.changed_at:
+            d["changed_at"] = _iso(self.changed_at)
+        return d
+
+
+@dataclass(frozen=True)
+class Drift:
+    key: ResourceKey
+    drift: DriftKind
+    changes: tuple[Change, ...] = ()
+    changed_by: str | None = None
+    changed_at: datetime | None = None
+    action: Action = Action.REPORTED
+    reason: str | None = None  # why skipped / why the revert failed
+    mode: Mode | None = None  # effective mode for this object, after annotations
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "target": str(self.key.target),
+            "kind": self.key.kind,
+            "api_version": self.key.api_version,
+            "namespace": self.key.namespace,
+            "name": self.key.name,
+            "drift": str(self.drift),
+            "changes": [c.to_dict() for c in self.changes],
+            "changed_by": self.changed_by,
+            "changed_at": _iso(self.changed_at) if self.changed_at else None,
+            "action": str(self.action),
+        }
+        if self.reason:
+            d["reason"] = self.reason
+        return d
+
+
+@dataclass(frozen=True)
+class DesiredObject:
+    """A Kubernetes manifest as read from Git. ``source`` is ``path[#document]`` in the tree."""
+
+    key: ResourceKey
+    body: Mapping[str, Any]
+    source: str
+
+
+@dataclass(frozen=True)
+class AwsDeclaration:
+    """A CloudFormation-shaped resource declaration, intrinsics already resolved.
+
+    ``not_checked`` lists JSON pointers (below Properties) that could not be
+    resolved without a deployed stack: they are never compared.
+    """
+
+    key: ResourceKey
+    logical_id: str
+    type: str
+    properties: Mapping[str, Any]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    not_checked: tuple[str, ...] = ()
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Everything an environment declares at one revision."""
+
+    revision: str
+    kubernetes: tuple[DesiredObject, ...] = ()
+    aws: tuple[AwsDeclaration, ...] = ()
+    warnings: tuple[str, ...] = ()  # non-fatal: unknown CloudFormation types and the like
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """One target's verdict for one environment."""
+
+    target: TargetKind
+    resources: int
+    drifts: tuple[Drift, ...] = ()
+    errors: tuple[str, ...] = ()  # per-object problems that did not stop the others
+    api_calls: int = 0
+
+
+@dataclass(frozen=True)
+class EnvironmentReport:
+    name: str
+    revision: str | None
+    status: Status
+    error: str | None = None
+    resources: int = 0
+    drifts: tuple[Drift, ...] = ()
+    mode: Mode | None = None
+    checked_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "revision": self.revision,
+            "status": str(self.status),
+            "error": self.error,
+            "resources": self.resources,
+            "drifts": [x.to_dict() for x in self.drifts],
+        }
+        if self.mode is not None:
+            d["mode"] = str(self.mode)
+        if self.checked_at is not None:
+            d["checked_at"] = _iso(self.checked_at)
+        return d
+
+
+@dataclass(frozen=True)
+class Report:
+    environments: tuple[EnvironmentReport, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"environments": [e.to_dict() for e in self.environments]}
+
+    @property
+    def exit_code(self) -> int:
+        """CLI contract: 0 in sync, 1 drift found, 2 any environment could not be checked."""
+        if any(e.status is Status.ERROR for e in self.environments):
+            return 2
+        if any(e.status is Status.DRIFTED for e in self.environments):
+            return 1
+        return 0
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
