@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..config import EnvironmentSettings
-from ..model import DesiredState, Drift, ResourceKey, TargetKind, TargetResult
+from ..model import DesiredState, Drift, EnvironmentReport, ResourceKey, TargetKind, TargetResult
 
 
 class Target(Protocol):
@@ -30,3 +30,24 @@ class Target(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class ReportListener(Protocol):
+    """Told about every finished check of an environment (alerting, metrics). Must not raise."""
+
+    async def environment_checked(self, env: EnvironmentSettings, report: EnvironmentReport) -> None: ...
+
+    async def safety_brake(self, env: EnvironmentSettings, brake: str, detail: str, *,
+                           key: ResourceKey | None = None) -> None:
+        """A safety brake engaged (``brake`` is ``drift_storm``, ``fight`` or ``revert_limit``)."""
+        ...
+
+
+class StatusView(Protocol):
+    """The daemon's in-process view of every environment, read by the HTTP API and readiness probe."""
+
+    def reports(self) -> Sequence[EnvironmentReport]: ...
+
+    def ready(self) -> bool:
+        """Config loaded and every environment checked at least once (successfully or not)."""
+        ...
