@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +19,7 @@ import tomli
 
 from .errors import ConfigError, ConfigErrors
 from .model import Mode
+from .semver import parse_range
 
 DEFAULT_CONFIG_PATH = "/etc/driftd/driftd.toml"
 DEFAULT_HUMAN_MANAGERS = ("kubectl", "kubectl-*", "k9s", "kubernetes-dashboard*", "dashboard*", "Mozilla", "lens*")
@@ -671,8 +672,8 @@ class _Reader:
         if policy == "semver":
             rng = self.s(t, k, "semver", "*") or "*"
             try:
-                _validators["semver"](rng)
-            except (ValueError, KeyError) as e:
+                parse_range(rng)
+            except ValueError as e:
                 self.err(f"{k}.semver", f"invalid semver range {rng!r}: {e}")
         else:
             self.get(t, k, policy, bool, True, "true")
@@ -698,15 +699,6 @@ class _Reader:
         d = WriteBackSettings()
         return WriteBackSettings(author=self.s(t, k, "author", d.author) or d.author,
                                  message=self.s(t, k, "message", d.message) or d.message)
-
-
-# Validators registered by pure modules that know a sub-language (semver ranges), so config
-# stays free of their imports and they stay free of config's.
-_validators: dict[str, Callable[[str], object]] = {"semver": lambda s: s}
-
-
-def register_validator(name: str, fn: Callable[[str], object]) -> None:
-    _validators[name] = fn
 
 
 def _join(key: str, name: str) -> str:
