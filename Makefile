@@ -1,0 +1,59 @@
+# driftd developer entry points. `make test` works on a fresh clone: it creates .venv,
+# builds kube-apiserver + etcd once (cached in ~/.cache/driftd-sandbox) and runs everything.
+# System packages (docker-registry, prometheus, prometheus-alertmanager, kubectl, Go >= 1.24
+# for the kube build) are installed by .ci/run.
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+LOCK := $(wildcard requirements.lock)
+LINT_PATHS := $(wildcard driftd tests bench)
+SANDBOX_DIR ?= .sandbox
+PYTEST_ARGS ?=
+
+.PHONY: test lint pytest kube-bins demo sandbox-up sandbox-down sandbox-status bench clean-venv
+
+$(STAMP): pyproject.toml $(LOCK)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ -f requirements.lock ]; then \
+	  $(PY) -m pip install -q -c requirements.lock -e '.[dev]'; \
+	else \
+	  echo "make: requirements.lock missing; installing unpinned" >&2; \
+	  $(PY) -m pip install -q -e '.[dev]'; \
+	fi
+	@touch $@
+
+kube-bins:
+	@bash tests/sandbox/build-kube.sh >/dev/null
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+pytest: $(STAMP) kube-bins
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: lint pytest
+
+demo: $(STAMP) kube-bins
+	$(PY) -m driftd.demo
+
+sandbox-up: $(STAMP) kube-bins
+	$(PY) -m tests.sandbox up $(SANDBOX_DIR)
+	@echo "export DRIFTD_SANDBOX=$(abspath $(SANDBOX_DIR))"
+
+sandbox-down: $(STAMP)
+	$(PY) -m tests.sandbox down $(SANDBOX_DIR)
+
+sandbox-status: $(STAMP)
+	$(PY) -m tests.sandbox status $(SANDBOX_DIR)
+
+bench: $(STAMP) kube-bins
+	@if [ -d bench ]; then $(PY) -m bench $(BENCH_ARGS); else echo "make: no bench/ yet" >&2; exit 1; fi
+
+clean-venv:
+	rm -rf $(VENV)
