@@ -181,6 +181,8 @@ class TargetResult:
     drifts: tuple[Drift, ...] = ()
     errors: tuple[str, ...] = ()  # per-object problems that did not stop the others
     api_calls: int = 0
+    # AWS: per resource type, (declared and live in scope, all live in scope): how much of the scope Git covers.
+    coverage: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
