@@ -1,0 +1,166 @@
+"""Drifts + environment settings + brake state -> the action plan. Pure.
+
+Order of the rules (the first that applies wins):
+1. disabled objects (``driftd.io/mode: disabled``) are left out of the plan;
+2. unmanaged resources are report-only, never deleted;
+3. observe / alert (including enforce outside its windows): reported;
+4. orphaned objects are deleted only where pruning is allowed;
+5. an empty desired state never leads to action (a bad commit, a wrong path);
+6. drift storm holds every revert of the environment;
+7. fight: an object reverted too often lately is left alone;
+8. dry run: recorded as would-revert;
+9. the revert budget per cycle; the rest waits for the next cycle.
+
+``sync`` (the CLI's explicit ``driftd sync``) reverts whatever is reportable regardless of the
+environment mode, windows and brakes 6, 7 and 9, but still honours per-object ``observe``/``disabled``
+and the empty-desired-state guard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from ..config import EnvironmentSettings
+from ..model import Action, Drift, DriftKind, Mode, ObjectMode, ResourceKey
+from .brakes import Brake, is_fight, is_storm
+from .modes import EffectiveMode, ModeSource, effective_mode, environment_mode
+
+
+class SkipReason(StrEnum):
+    DRY_RUN = "dry_run"
+    DRIFT_STORM = "drift_storm"
+    FIGHT = "fight"
+    REVERT_LIMIT = "revert_limit"
+    EMPTY_DESIRED = "empty_desired_state"
+    PRUNE_DISABLED = "prune_disabled"
+    UNMANAGED = "unmanaged"
+
+
+@dataclass(frozen=True)
+class BrakeEvent:
+    brake: Brake
+    detail: str
+    key: ResourceKey | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    revert: tuple[Drift, ...]  # hand these to Target.revert (mode set, action still REPORTED)
+    would_revert: tuple[Drift, ...]  # dry run: action SKIPPED, reason starts with "dry_run"
+    kept: tuple[Drift, ...]  # reported or skipped, with mode/action/reason set
+    brakes: tuple[BrakeEvent, ...] = ()
+
+    @property
+    def drifts(self) -> tuple[Drift, ...]:
+        """Everything the plan covers, reverts as planned (before the target's answer)."""
+        return self.revert + self.would_revert + self.kept
+
+
+@dataclass(frozen=True)
+class EnvCounts:
+    """Environment-wide figures for the storm brake: an event-driven pass sees a few objects,
+    the storm is about the whole environment."""
+
+    objects: int
+    drifting: int
+
+
+def plan(drifts: Sequence[Drift], env: EnvironmentSettings, now: datetime, *,
+         counts: EnvCounts,
+         overrides: Mapping[ResourceKey, ObjectMode] | None = None,
+         recent_reverts: Mapping[ResourceKey, int] | None = None,
+         desired_empty: bool = False,
+         prune_allowed: bool = False,
+         sync: bool = False,
+         dry_run: bool | None = None) -> Plan:
+    overrides = overrides or {}
+    recent_reverts = recent_reverts or {}
+    base = environment_mode(env, now)
+    if sync:
+        base = EffectiveMode(Mode.ENFORCE, env.dry_run, ModeSource.ENVIRONMENT)
+    dry = env.dry_run if dry_run is None else dry_run
+    brakes: list[BrakeEvent] = []
+    kept: list[Drift] = []
+    candidates: list[Drift] = []
+
+    for d in sorted(drifts, key=lambda x: x.key):
+        ov = overrides.get(d.key)
+        if sync and ov in (ObjectMode.ALERT, ObjectMode.ENFORCE):
+            ov = None  # sync overrides modes, except an explicit observe/disabled
+        em = effective_mode(env, ov, now, env_mode=base)
+        if em.mode is None:
+            continue
+        d = replace(d, mode=em.mode)
+        if d.drift is DriftKind.UNMANAGED or not em.enforces:
+            kept.append(_note(d, em))
+        elif d.drift is DriftKind.ORPHANED and not prune_allowed:
+            kept.append(_skip(d, SkipReason.PRUNE_DISABLED, "pruning is not enabled for this target"))
+        else:
+            candidates.append(d)
+
+    if candidates and desired_empty:
+        brakes.append(BrakeEvent(Brake.EMPTY_DESIRED, "the desired state is empty: no action taken"))
+        kept += [_skip(d, SkipReason.EMPTY_DESIRED, "desired state is empty") for d in candidates]
+        candidates = []
+
+    if candidates and not sync and is_storm(counts.drifting, counts.objects, env.brakes):
+        detail = (f"{counts.drifting} of {counts.objects} objects drifted "
+                  f"(more than {env.brakes.storm_fraction:.0%}); enforcement held")
+        brakes.append(BrakeEvent(Brake.DRIFT_STORM, detail))
+        kept += [_skip(d, SkipReason.DRIFT_STORM, detail) for d in candidates]
+        candidates = []
+
+    go: list[Drift] = []
+    for d in candidates:
+        n = recent_reverts.get(d.key, 0)
+        if not sync and is_fight(n, env.brakes):
+            detail = (f"reverted {n} times within {_dur(env.brakes.fight_window)}; "
+                      "something else keeps changing it: left alone")
+            brakes.append(BrakeEvent(Brake.FIGHT, detail, d.key))
+            kept.append(_skip(d, SkipReason.FIGHT, detail))
+        else:
+            go.append(d)
+
+    if dry:
+        return Plan(revert=(), would_revert=tuple(_skip(d, SkipReason.DRY_RUN, "would revert") for d in go),
+                    kept=tuple(kept), brakes=tuple(brakes))
+
+    limit = env.brakes.max_reverts_per_cycle
+    if not sync and len(go) > limit:
+        detail = f"{len(go)} reverts due, at most {limit} per cycle; the rest wait for the next cycle"
+        brakes.append(BrakeEvent(Brake.REVERT_LIMIT, detail))
+        kept += [_skip(d, SkipReason.REVERT_LIMIT, detail) for d in go[limit:]]
+        go = go[:limit]
+    return Plan(revert=tuple(go), would_revert=(), kept=tuple(kept), brakes=tuple(brakes))
+
+
+def skip_reason(d: Drift) -> SkipReason | None:
+    """The closed reason code of a skipped drift planned here (None for others)."""
+    if d.action is not Action.SKIPPED or not d.reason:
+        return None
+    try:
+        return SkipReason(d.reason.partition(":")[0])
+    except ValueError:
+        return None
+
+
+def _note(d: Drift, em: EffectiveMode) -> Drift:
+    note = em.note
+    if d.drift is DriftKind.UNMANAGED and em.enforces:
+        note = "unmanaged: report only"
+    return replace(d, action=Action.REPORTED, reason=note or d.reason)
+
+
+def _skip(d: Drift, reason: SkipReason, detail: str) -> Drift:
+    return replace(d, action=Action.SKIPPED, reason=f"{reason}: {detail}")
+
+
+def _dur(seconds: float) -> str:
+    if seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"

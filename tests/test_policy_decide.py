@@ -1,0 +1,182 @@
+"""Modes, enforce windows, safety brakes and the action plan: pure, no servers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from driftd.config import BrakeSettings, EnforceWindow, EnvironmentSettings, KubernetesEnvSettings
+from driftd.model import Action, Drift, DriftKind, Mode, ObjectMode, ResourceKey, TargetKind
+from driftd.policy.brakes import Brake, RevertHistory, is_fight, is_storm
+from driftd.policy.decide import EnvCounts, SkipReason, plan, skip_reason
+from driftd.policy.modes import ModeSource, effective_mode, object_mode_from_body, object_mode_from_metadata
+
+NOW = datetime(2024, 6, 12, 10, 0, tzinfo=UTC)  # a Wednesday
+
+
+def env(mode: Mode = Mode.ENFORCE, **kw: object) -> EnvironmentSettings:
+    return EnvironmentSettings(name="prod", repository="r", branch="main", mode=mode,
+                               kubernetes=KubernetesEnvSettings(cluster="c"), **kw)  # type: ignore[arg-type]
+
+
+def key(name: str, kind: str = "Deployment") -> ResourceKey:
+    return ResourceKey(TargetKind.KUBERNETES, kind, name, "default", "apps/v1")
+
+
+def drift(name: str, kind: DriftKind = DriftKind.MODIFIED) -> Drift:
+    return Drift(key(name), kind)
+
+
+COUNTS = EnvCounts(objects=100, drifting=1)
+
+
+# --- modes -------------------------------------------------------------------------------------
+
+def test_object_annotation_wins_over_environment() -> None:
+    e = env(Mode.ENFORCE)
+    em = effective_mode(e, ObjectMode.OBSERVE, NOW)
+    assert em.mode is Mode.OBSERVE
+    assert em.source is ModeSource.OBJECT
+    assert effective_mode(e, ObjectMode.DISABLED, NOW).mode is None
+    assert effective_mode(env(Mode.OBSERVE), ObjectMode.ENFORCE, NOW).mode is Mode.ENFORCE
+
+
+def test_enforce_outside_window_behaves_as_alert() -> None:
+    w = EnforceWindow(schedule="0 9 * * mon-fri", duration=8 * 3600, timezone="Europe/Paris")
+    e = env(Mode.ENFORCE, enforce_windows=(w,))
+    assert effective_mode(e, None, NOW).mode is Mode.ENFORCE  # 12:00 Paris
+    night = NOW.replace(hour=22)
+    em = effective_mode(e, None, night)
+    assert em.mode is Mode.ALERT
+    assert em.source is ModeSource.OUTSIDE_WINDOW
+    # An object asking for enforce is bound by the window too.
+    assert effective_mode(env(Mode.ALERT, enforce_windows=(w,)), ObjectMode.ENFORCE, night).mode is Mode.ALERT
+
+
+def test_broken_window_fails_closed() -> None:
+    e = env(Mode.ENFORCE, enforce_windows=(EnforceWindow(schedule="99 * * * *", duration=3600),))
+    assert effective_mode(e, None, NOW).mode is Mode.ALERT
+
+
+def test_mode_from_annotations_and_metadata() -> None:
+    assert object_mode_from_body({"metadata": {"annotations": {"driftd.io/mode": "Observe"}}}) is ObjectMode.OBSERVE
+    assert object_mode_from_body({"metadata": {"annotations": {"driftd.io/mode": "bogus"}}}) is None
+    assert object_mode_from_body({"metadata": {}}) is None
+    assert object_mode_from_metadata({"driftd": {"mode": "disabled"}}) is ObjectMode.DISABLED
+    assert object_mode_from_metadata({"driftd.io/mode": "alert"}) is ObjectMode.ALERT
+
+
+# --- brakes ------------------------------------------------------------------------------------
+
+def test_storm_threshold() -> None:
+    s = BrakeSettings(storm_fraction=0.5, storm_min_objects=5)
+    assert not is_storm(4, 4, s)  # everything drifts, but too few objects to call it a storm
+    assert not is_storm(5, 10, s)  # exactly half is not more than half
+    assert is_storm(6, 10, s)
+    assert is_storm(5, 0, s)
+
+
+def test_fight_and_revert_history_window() -> None:
+    s = BrakeSettings(fight_max_reverts=3, fight_window=600)
+    h = RevertHistory(horizon=600)
+    k = key("web")
+    for i in range(3):
+        assert not is_fight(h.count(k, NOW, 600), s)
+        h.record(k, NOW - timedelta(seconds=500 - i))
+    assert is_fight(h.count(k, NOW, 600), s)
+    assert h.count(k, NOW + timedelta(seconds=200), 600) == 0  # aged out
+    assert h.counts([k, key("other")], NOW, 600) == {}
+
+
+# --- plan --------------------------------------------------------------------------------------
+
+def test_alert_and_observe_only_report() -> None:
+    for m in (Mode.ALERT, Mode.OBSERVE):
+        p = plan([drift("a")], env(m), NOW, counts=COUNTS)
+        assert p.revert == ()
+        assert len(p.kept) == 1
+        assert p.kept[0].action is Action.REPORTED
+        assert p.kept[0].mode is m
+
+
+def test_enforce_reverts_and_observe_annotation_wins() -> None:
+    p = plan([drift("a"), drift("b")], env(), NOW, counts=COUNTS, overrides={key("b"): ObjectMode.OBSERVE})
+    assert [d.key.name for d in p.revert] == ["a"]
+    assert p.kept[0].key.name == "b"
+    assert p.kept[0].mode is Mode.OBSERVE
+    assert p.kept[0].reason == "driftd.io/mode=observe"
+
+
+def test_disabled_objects_are_left_out() -> None:
+    p = plan([drift("a")], env(), NOW, counts=COUNTS, overrides={key("a"): ObjectMode.DISABLED})
+    assert p.drifts == ()
+
+
+def test_dry_run_would_revert() -> None:
+    p = plan([drift("a")], env(dry_run=True), NOW, counts=COUNTS)
+    assert p.revert == ()
+    assert p.would_revert[0].action is Action.SKIPPED
+    assert skip_reason(p.would_revert[0]) is SkipReason.DRY_RUN
+
+
+def test_unmanaged_never_reverted_and_orphans_need_prune() -> None:
+    ds = [drift("u", DriftKind.UNMANAGED), drift("o", DriftKind.ORPHANED), drift("m", DriftKind.MISSING)]
+    p = plan(ds, env(), NOW, counts=COUNTS)
+    assert [d.key.name for d in p.revert] == ["m"]
+    reasons = {d.key.name: skip_reason(d) for d in p.kept}
+    assert reasons == {"u": None, "o": SkipReason.PRUNE_DISABLED}
+    p2 = plan(ds, env(), NOW, counts=COUNTS, prune_allowed=True)
+    assert sorted(d.key.name for d in p2.revert) == ["m", "o"]
+
+
+def test_drift_storm_holds_the_environment() -> None:
+    ds = [drift(f"d{i}") for i in range(6)]
+    p = plan(ds, env(), NOW, counts=EnvCounts(objects=10, drifting=6))
+    assert p.revert == ()
+    assert all(skip_reason(d) is SkipReason.DRIFT_STORM for d in p.kept)
+    assert [b.brake for b in p.brakes] == [Brake.DRIFT_STORM]
+    assert "6 of 10" in p.brakes[0].detail
+    # An alert environment in a storm raises no brake: nothing would have been reverted.
+    assert plan(ds, env(Mode.ALERT), NOW, counts=EnvCounts(10, 6)).brakes == ()
+    # sync is an explicit operator action: no storm brake.
+    assert len(plan(ds, env(), NOW, counts=EnvCounts(10, 6), sync=True).revert) == 6
+
+
+def test_fight_brake_per_object() -> None:
+    p = plan([drift("a"), drift("b")], env(), NOW, counts=COUNTS, recent_reverts={key("a"): 3})
+    assert [d.key.name for d in p.revert] == ["b"]
+    assert skip_reason(p.kept[0]) is SkipReason.FIGHT
+    assert p.brakes[0].brake is Brake.FIGHT
+    assert p.brakes[0].key == key("a")
+
+
+def test_revert_limit_per_cycle() -> None:
+    e = env(brakes=BrakeSettings(max_reverts_per_cycle=2, storm_min_objects=100))
+    p = plan([drift(n) for n in "cab"], e, NOW, counts=COUNTS)
+    assert [d.key.name for d in p.revert] == ["a", "b"]  # stable order
+    assert skip_reason(p.kept[0]) is SkipReason.REVERT_LIMIT
+    assert p.kept[0].key.name == "c"
+    assert p.brakes[0].brake is Brake.REVERT_LIMIT
+
+
+def test_empty_desired_state_guard() -> None:
+    p = plan([drift("o", DriftKind.ORPHANED)], env(), NOW, counts=COUNTS, desired_empty=True,
+             prune_allowed=True, sync=True)
+    assert p.revert == ()
+    assert skip_reason(p.kept[0]) is SkipReason.EMPTY_DESIRED
+    assert p.brakes[0].brake is Brake.EMPTY_DESIRED
+
+
+def test_sync_ignores_env_mode_but_not_observe_annotation() -> None:
+    ds = [drift("a"), drift("b")]
+    p = plan(ds, env(Mode.OBSERVE), NOW, counts=COUNTS, sync=True,
+             overrides={key("b"): ObjectMode.OBSERVE})
+    assert [d.key.name for d in p.revert] == ["a"]
+    p2 = plan(ds, env(Mode.OBSERVE), NOW, counts=COUNTS, sync=True, dry_run=True)
+    assert len(p2.would_revert) == 2
+
+
+def test_plan_keeps_changes_and_attribution() -> None:
+    d = replace(drift("a"), changed_by="kubectl-edit")
+    p = plan([d], env(Mode.ALERT), NOW, counts=COUNTS)
+    assert p.kept[0].changed_by == "kubectl-edit"
