@@ -1,0 +1,205 @@
+"""AlertNotifier: the engine's ReportListener that keeps Alertmanager's view equal to driftd's.
+
+The engine tells it about every finished check; it works out which alerts are open for that
+environment, writes the difference to the outbox, and a background task (``run``) delivers the
+outbox to every configured Alertmanager, re-sends open alerts every ``resend_interval`` and
+resolves event alerts whose time is up.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from .. import metrics
+from ..config import AlertmanagerSettings, DaemonSettings, EnvironmentSettings
+from ..log import get_logger
+from ..model import Action, EnvironmentReport, ResourceKey, Status
+from .alerts import AlertName, alerting, brake_alert, drift_alert, error_alert
+from .client import AlertmanagerClient, AlertmanagerError
+from .outbox import Outbox, Pending
+
+log = get_logger("driftd.alerting")
+
+OUTBOX_FILE = "alerts.db"
+TICK = 1.0
+
+
+def default_base_url(daemon: DaemonSettings) -> str:
+    host = daemon.listen_host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard is not an address anyone can follow
+        host = socket.getfqdn()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{daemon.listen_port}"
+
+
+class AlertNotifier:
+    """Implements engine.protocols.ReportListener. Start ``run()`` in the daemon's task group."""
+
+    def __init__(self, settings: AlertmanagerSettings, daemon: DaemonSettings, *,
+                 clock: Callable[[], float] = time.time, client: AlertmanagerClient | None = None,
+                 outbox_path: Path | None = None) -> None:
+        self.settings = settings
+        self.base_url = settings.external_url or default_base_url(daemon)
+        self._clock = clock
+        self._client = client or AlertmanagerClient(settings.timeout)
+        self._outbox: Outbox | None = None
+        if settings.urls:
+            self._outbox = Outbox(outbox_path or daemon.state_dir / OUTBOX_FILE, settings.urls)
+        self._error_since: dict[str, tuple[float, EnvironmentSettings, EnvironmentReport]] = {}
+        self._wake: anyio.Event | None = None
+        self._update_size()
+
+    @property
+    def enabled(self) -> bool:
+        return self._outbox is not None
+
+    # --- ReportListener ------------------------------------------------------------------
+
+    async def environment_checked(self, env: EnvironmentSettings, report: EnvironmentReport) -> None:
+        if self._outbox is None:
+            return
+        try:
+            self._checked(self._outbox, env, report, self._clock())
+        except Exception:  # a listener must not raise: alerting trouble never stops a check
+            log.exception("alerting.failed", env=env.name)
+        self._poke()
+
+    async def safety_brake(self, env: EnvironmentSettings, brake: str, detail: str, *,
+                           key: ResourceKey | None = None) -> None:
+        if self._outbox is None or not alerting(env):
+            return
+        try:
+            now = self._clock()
+            # A brake is reported while it holds; it resolves once no longer reported for a while.
+            ttl = max(2 * self.settings.resend_interval, 2 * env.interval)
+            self._outbox.fire(brake_alert(env, brake, detail, key, self.base_url), now, expires_at=now + ttl,
+                              resend=self.settings.resend_interval)
+        except Exception:
+            log.exception("alerting.failed", env=env.name, brake=brake)
+        self._poke()
+
+    def _checked(self, ob: Outbox, env: EnvironmentSettings, report: EnvironmentReport, now: float) -> None:
+        resend = self.settings.resend_interval
+        if not alerting(env):
+            # observe mode (perhaps since a reload): nothing of this environment stays open
+            ob.resolve([a.fingerprint for a in ob.open_alerts(env.name)], now)
+            self._error_since.pop(env.name, None)
+            return
+        if report.status is Status.ERROR:
+            since = self._error_since.get(env.name, (now, env, report))[0]
+            self._error_since[env.name] = (since, env, report)
+            self._error_grace(ob, now)
+        else:
+            self._error_since.pop(env.name, None)
+            ob.resolve([a.fingerprint for a in ob.open_alerts(env.name, [AlertName.ENVIRONMENT_ERROR])], now)
+        live: set[str] = set()
+        for d in report.drifts:
+            if not alerting(env, d):
+                continue
+            alert = drift_alert(env, report, d, self.base_url)
+            if d.action is Action.REVERTED:
+                # An event, not a state: notify once, then let it resolve.
+                ob.fire(alert, now, expires_at=now + resend)
+            else:
+                ob.fire(alert, now, resend=resend)
+                live.add(alert.fingerprint)
+        if report.status is Status.ERROR:
+            # Not checked this time: what we cannot see is not resolved.
+            return
+        gone = [a.fingerprint for a in ob.open_alerts(env.name, [AlertName.DRIFT_DETECTED])
+                if a.fingerprint not in live]
+        if gone:
+            ob.resolve(gone, now)
+            log.info("alerting.resolved", env=env.name, alerts=len(gone))
+
+    def _error_grace(self, ob: Outbox, now: float) -> None:
+        for since, env, report in list(self._error_since.values()):
+            if now - since >= self.settings.error_grace:
+                ob.fire(error_alert(env, report, self.base_url), now, resend=self.settings.resend_interval)
+
+    # --- delivery ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Deliver, re-send and expire until cancelled."""
+        self._wake = anyio.Event()
+        task_status.started()
+        if self._outbox is None:
+            await anyio.sleep_forever()
+        ob = self._outbox
+        assert ob is not None
+        while True:
+            try:
+                now = self._clock()
+                ob.expire(now)
+                ob.resend_due(now, self.settings.resend_interval)
+                self._error_grace(ob, now)
+                await self.deliver()
+            except Exception:
+                log.exception("alerting.loop_failed")
+            nxt = ob.next_due()
+            wait = TICK if nxt is None else min(TICK, max(0.0, nxt - self._clock()))
+            with anyio.move_on_after(wait):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+    async def deliver(self) -> None:
+        """One round: every due delivery to every Alertmanager, concurrently per URL."""
+        if self._outbox is None:
+            return
+        async with anyio.create_task_group() as tg:
+            for url in self.settings.urls:
+                tg.start_soon(self._deliver_url, url)
+        self._update_size()
+
+    async def _deliver_url(self, url: str) -> None:
+        ob = self._outbox
+        assert ob is not None
+        while True:
+            batch = ob.pending(url, self._clock(), firing_ttl=4 * self.settings.resend_interval)
+            if not batch:
+                return
+            try:
+                await self._client.post(url, [p.payload for p in batch])
+            except AlertmanagerError as e:
+                if not e.retryable:
+                    log.error("alerting.rejected", url=url, alerts=len(batch), error=e.message)
+                    ob.drop(url, batch)
+                    continue
+                delay = ob.failed(url, batch, self._clock())
+                log.warning("alerting.unreachable", url=url, queued=len(batch), retry_in=round(delay, 1),
+                            error=e.message)
+                return
+            ob.delivered(url, batch)
+            metrics.alerts_sent.inc(len(batch))
+            log.debug("alerting.delivered", url=url, alerts=len(batch), names=_names(batch))
+
+    def _poke(self) -> None:
+        self._update_size()
+        if self._wake is not None:
+            self._wake.set()
+
+    def _update_size(self) -> None:
+        metrics.alert_outbox_size.set(self._outbox.size() if self._outbox is not None else 0)
+
+    def outbox_size(self) -> int:
+        return self._outbox.size() if self._outbox is not None else 0
+
+    async def aclose(self) -> None:
+        """Last delivery attempt (bounded), then close. What is left stays queued for the next start."""
+        if self._outbox is not None:
+            with anyio.move_on_after(min(2.0, self.settings.timeout)):
+                await self.deliver()
+            self._outbox.close()
+            self._outbox = None
+        await self._client.aclose()
+
+
+def _names(batch: list[Pending]) -> str:
+    return ",".join(sorted({str(p.payload["labels"].get("alertname")) for p in batch}))
