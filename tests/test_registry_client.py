@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from registry_support import DOCKER_MANIFEST, FaultProxy, delete_manifest, push_image
 
 from driftd.config import RegistrySettings
 from driftd.errors import SourceError
@@ -23,7 +24,6 @@ from driftd.sources.registry import (
     parse_challenge,
     retry_after_seconds,
 )
-from registry_support import DOCKER_MANIFEST, FaultProxy, delete_manifest, push_image
 
 
 @pytest.fixture
@@ -82,9 +82,11 @@ def test_credentials_from_docker_config(tmp_path: Path) -> None:
         "reg.example:5000": {"auth": base64.b64encode(b"me:p:with:colons").decode()},
     }}))
     hub = load_credentials(RegistrySettings(host="docker.io", docker_config=cfg))
-    assert hub is not None and (hub.username, hub.password) == ("hubuser", "hubpass")
+    assert hub is not None
+    assert (hub.username, hub.password) == ("hubuser", "hubpass")
     reg = load_credentials(RegistrySettings(host="reg.example:5000", docker_config=cfg))
-    assert reg is not None and (reg.username, reg.password) == ("me", "p:with:colons")
+    assert reg is not None
+    assert (reg.username, reg.password) == ("me", "p:with:colons")
     assert load_credentials(RegistrySettings(host="other.example", docker_config=cfg)) is None
     assert "p:with:colons" not in repr(reg)
 
@@ -149,7 +151,8 @@ async def test_pagination_over_more_tags_than_a_page(sandbox) -> None:
         async with Registries(page_size=10) as regs:
             c = regs.client(proxy.host)
             tags = await c.list_tags(repo)
-            assert sorted(tags) == sorted(want) and len(tags) == 25
+            assert sorted(tags) == sorted(want)
+            assert len(tags) == 25
             assert c.requests == 3
         lex = sorted(want)
         assert [q for _, q, _ in proxy.requests] == [
@@ -237,7 +240,8 @@ async def test_429_with_retry_after_is_retried(sandbox) -> None:
             t0 = time.monotonic()
             assert await c.get_digest(repo, "1.0.0") == d
             elapsed = time.monotonic() - t0
-            assert c.throttled == 3 and c.requests == 4
+            assert c.throttled == 3
+            assert c.requests == 4
             assert elapsed >= 0.9  # honoured Retry-After three times
             assert _metric("manifest_head", "429") - before == 3
         # Throttled beyond the retry budget: a retryable SourceError, never a wrong answer.

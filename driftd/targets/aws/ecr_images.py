@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 from ...errors import SourceError
 from .session import AccountSession, ApiError
@@ -30,16 +31,16 @@ class EcrTagSource:
         self.cache_ttl = cache_ttl
         self._digests: dict[str, tuple[float, dict[str, str]]] = {}  # repository -> (listed at, tag -> digest)
 
-    def _params(self, repository: str) -> dict[str, object]:
-        p: dict[str, object] = {"repositoryName": repository}
+    def _params(self, repository: str) -> dict[str, Any]:
+        p: dict[str, Any] = {"repositoryName": repository}
         if self.registry_id:
             p["registryId"] = self.registry_id
         return p
 
     async def list_tags(self, repository: str) -> list[str]:
         try:
-            details = await self.session.paginate("ecr", "describe_images", "imageDetails", token_in="nextToken",
-                                                  token_out="nextToken", maxResults=1000,
+            details = await self.session.paginate("ecr", "describe_images", "imageDetails", token_in="nextToken",  # noqa: S106
+                                                  token_out="nextToken", maxResults=1000,  # noqa: S106
                                                   filter={"tagStatus": "TAGGED"}, **self._params(repository))
         except ApiError as e:
             raise SourceError(f"ECR DescribeImages failed: {e.code}", subject=f"{self.host}/{repository}",
