@@ -190,6 +190,7 @@ def _specs(d: Path, kube_bin: Path, ports: dict[str, int], registry_htpasswd: Pa
             "--authorization-mode=RBAC",
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
+            "--endpoint-reconciler-type=none",  # 127.0.0.1 is not a valid Endpoints IP
             "--profiling=false",
             "--v=0",
         ],
