@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ..config import EnvironmentSettings
@@ -30,6 +30,22 @@ class Target(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class WatchingTarget(Target, Protocol):
+    """Optional capabilities of a Target whose live view is pushed (Kubernetes informers). The daemon
+    uses them when present (``hasattr``) and falls back to full ``check`` passes otherwise."""
+
+    def subscribe(self, callback: Callable[[ResourceKey], None]) -> None:
+        """Call ``callback(key)`` (on the event loop; it must not block) for every live object that
+        was added, changed or deleted, once its informer has synced. Keys carry api_version."""
+        ...
+
+    async def check_objects(self, env: EnvironmentSettings, desired: DesiredState, keys: frozenset[ResourceKey],
+                            *, inventory: frozenset[ResourceKey]) -> TargetResult:
+        """``check`` restricted to ``keys`` (declared, inventoried or unmanaged ones): drifts only for
+        them, ``resources`` counts only them. Used to re-evaluate what an event touched."""
+        ...
 
 
 class ReportListener(Protocol):
