@@ -1,0 +1,207 @@
+"""Commit edited files to an environment's branch and push, with dulwich in a worker thread.
+
+Write-back is rare, so it keeps its own bare clone per repository under ``cache_dir`` (fetched
+incrementally), independent of the read path's cache. One attempt: fetch the branch head, run
+the caller's ``edit`` over the files under the given paths (the edit is re-run on every attempt,
+so it always applies to the current head), commit only if something changed, and push with the
+fetched head as the expected old value. When the branch moved meanwhile (someone else pushed),
+the server refuses the update; we fetch the new head and try again, up to ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from dulwich.client import get_transport_and_path
+from dulwich.errors import GitProtocolError, HangupException
+from dulwich.object_store import commit_tree_changes
+from dulwich.objects import Blob, Commit, Tree
+from dulwich.repo import Repo
+
+from ..errors import SourceError
+from ..log import get_logger
+
+log = get_logger(__name__)
+
+# edit(path, content) -> (new content, human-readable change lines); unchanged content means no change.
+EditFn = Callable[[str, bytes], tuple[bytes, Sequence[str]]]
+MessageFn = Callable[[Sequence[str]], str]
+
+
+@dataclass(frozen=True)
+class PushAuth:
+    username: str | None = None
+    password: str | None = None  # never logged
+    key_filename: str | None = None
+
+    def __repr__(self) -> str:
+        return f"PushAuth(username={self.username!r}, password={'***' if self.password else None})"
+
+
+@dataclass(frozen=True)
+class WriteBackResult:
+    revision: str | None  # the pushed commit; None when no file needed a change
+    base: str  # the branch head the change was made on
+    changes: tuple[str, ...]
+    files: tuple[str, ...]
+    attempts: int
+
+
+class _BranchMoved(Exception):
+    pass
+
+
+_locks: dict[Path, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(path: Path) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(path, threading.Lock())
+
+
+def _cache_path(cache_dir: Path, url: str) -> Path:
+    return cache_dir / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def _walk(repo: Repo, tree_id: bytes, prefix: str) -> list[tuple[str, int, bytes]]:
+    """(path, mode, blob id) of the YAML files under ``prefix`` ("" = whole tree)."""
+    tree = repo[tree_id]
+    assert isinstance(tree, Tree)
+    if prefix:
+        for part in prefix.split("/"):
+            try:
+                _mode, sha = tree[part.encode()]
+            except KeyError:
+                return []
+            sub = repo[sha]
+            if not isinstance(sub, Tree):
+                return []
+            tree = sub
+    out = []
+    stack: list[tuple[str, Tree]] = [(prefix, tree)]
+    while stack:
+        base, t = stack.pop()
+        for entry in t.iteritems():
+            name = entry.path.decode()
+            path = f"{base}/{name}" if base else name
+            if entry.mode & 0o170000 == 0o040000:
+                sub = repo[entry.sha]
+                assert isinstance(sub, Tree)
+                stack.append((path, sub))
+            elif name.endswith((".yaml", ".yml")):
+                out.append((path, entry.mode, entry.sha))
+    return sorted(out)
+
+
+def commit_and_push_sync(url: str, branch: str, *, cache_dir: Path, paths: Sequence[str], edit: EditFn,
+                         message: MessageFn, author: str, auth: PushAuth | None = None,
+                         max_attempts: int = 5) -> WriteBackResult:
+    """Blocking; run it in a worker thread (see :func:`commit_and_push`)."""
+    subject = f"{url}#{branch}"
+    ref: Any = f"refs/heads/{branch}".encode()  # dulwich types refs as a NewType of bytes
+    auth = auth or PushAuth()
+    client, path = get_transport_and_path(url, username=auth.username, password=auth.password,
+                                          key_filename=auth.key_filename)
+    local = _cache_path(cache_dir, url)
+    with _lock_for(local):  # environments sharing a repository share the clone: one writer at a time
+        if not local.exists():
+            local.mkdir(parents=True)
+            Repo.init_bare(str(local)).close()
+        repo = Repo(str(local))
+        try:
+            return _attempts(client, path, repo, url, branch, ref, subject, paths, edit, message, author,
+                             max_attempts)
+        finally:
+            repo.close()
+
+
+def _attempts(client: Any, path: str, repo: Repo, url: str, branch: str, ref: Any, subject: str,
+              paths: Sequence[str], edit: EditFn, message: MessageFn, author: str,
+              max_attempts: int) -> WriteBackResult:
+    for attempt in range(1, max_attempts + 1):
+        try:
+            fetched = client.fetch(path, repo,
+                                   determine_wants=lambda refs, depth=None: [refs[ref]] if ref in refs else [])
+        except (GitProtocolError, HangupException, OSError) as e:
+            raise SourceError(f"fetch for write-back failed: {e}", subject=subject) from e
+        head = fetched.refs.get(ref)
+        if head is None:
+            raise SourceError(f"branch {branch!r} not found", subject=subject, retryable=False)
+        repo.refs[ref] = head  # fetch does not update refs: keep our own view of the branch
+        commit = repo[head]
+        assert isinstance(commit, Commit)
+        tree_changes: list[Any] = []
+        lines: list[str] = []
+        files: list[str] = []
+        for prefix in paths:
+            for fpath, mode, sha in _walk(repo, commit.tree, prefix.strip("/")):
+                blob = repo[sha]
+                assert isinstance(blob, Blob)
+                new, described = edit(fpath, blob.data)
+                if new == blob.data:
+                    continue
+                nb = Blob.from_string(new)
+                repo.object_store.add_object(nb)
+                tree_changes.append((fpath.encode(), mode, nb.id))
+                lines.extend(described)
+                files.append(fpath)
+        if not tree_changes:
+            return WriteBackResult(None, head.decode(), (), (), attempt)
+        new_tree = commit_tree_changes(repo.object_store, commit.tree, tree_changes)
+        c = Commit()
+        c.tree = new_tree
+        c.parents = [head]
+        c.author = c.committer = author.encode()
+        c.author_time = c.commit_time = int(time.time())
+        c.author_timezone = c.commit_timezone = 0
+        c.encoding = b"UTF-8"
+        c.message = message(lines).encode()
+        repo.object_store.add_object(c)
+        try:
+            _push(client, path, repo, ref, head, c.id)
+        except _BranchMoved as e:
+            log.info("writeback.branch_moved", repository=url, branch=branch, attempt=attempt, reason=str(e))
+            continue
+        repo.refs[ref] = c.id
+        log.info("writeback.pushed", repository=url, branch=branch, revision=c.id.decode(), files=len(files),
+                 attempts=attempt)
+        return WriteBackResult(c.id.decode(), head.decode(), tuple(lines), tuple(files), attempt)
+    raise SourceError(f"branch kept moving: push refused {max_attempts} times", subject=subject)
+
+
+def _push(client: Any, path: str, repo: Repo, ref: bytes, expected: bytes, new: bytes) -> None:
+    def update_refs(refs: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        if refs.get(ref) != expected:
+            # Someone pushed since our fetch: do not overwrite their commit (this would be a force push).
+            raise _BranchMoved(f"remote head is {refs.get(ref, b'?').decode()[:12]}, expected {expected.decode()[:12]}")
+        return {**refs, ref: new}
+
+    try:
+        result = client.send_pack(path, update_refs, generate_pack_data=repo.generate_pack_data)
+    except _BranchMoved:
+        raise
+    except (GitProtocolError, HangupException, OSError) as e:
+        # receive-pack refuses an update whose old value no longer matches ("failed to lock", "stale info").
+        if "lock" in str(e) or "stale" in str(e) or "non-fast-forward" in str(e):
+            raise _BranchMoved(str(e)) from e
+        raise SourceError(f"push failed: {e}", subject=path) from e
+    status = (getattr(result, "ref_status", None) or {}).get(ref)
+    if status:  # an error message for this ref
+        raise _BranchMoved(status if isinstance(status, str) else str(status))
+
+
+async def commit_and_push(url: str, branch: str, *, cache_dir: Path, paths: Sequence[str], edit: EditFn,
+                          message: MessageFn, author: str, auth: PushAuth | None = None,
+                          max_attempts: int = 5) -> WriteBackResult:
+    """Edit, commit and push in a worker thread; see the module docstring."""
+    return await anyio.to_thread.run_sync(
+        lambda: commit_and_push_sync(url, branch, cache_dir=cache_dir, paths=paths, edit=edit, message=message,
+                                     author=author, auth=auth, max_attempts=max_attempts))
