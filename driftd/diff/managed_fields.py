@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -226,13 +226,17 @@ class Attributor:
             if any(_related(ptr, q) for q in ptrs) and _newer(e, best):
                 best = e
         if best is None:
-            # Nobody owns a removed field. The newest human write after driftd's own is the
-            # best available witness.
-            for e, _ in self._entries:
-                if is_human(e.manager, self._human) and e.time and (
-                    self._driftd_time is None or e.time >= self._driftd_time
-                ) and _newer(e, best):
+            # Nobody owns a removed field. Witnesses, best first: the newest human write after
+            # driftd's own that touched the same parent (kubectl label owning another label), else
+            # the only human who wrote after driftd. Ambiguity stays unattributed.
+            parent = ptr.rpartition("/")[0]
+            recent = [(e, ptrs) for e, ptrs in self._entries if is_human(e.manager, self._human)
+                      and (self._driftd_time is None or (e.time is not None and e.time >= self._driftd_time))]
+            for e, ptrs in recent:
+                if any(q.startswith(parent + "/") for q in ptrs) and _newer(e, best):
                     best = e
+            if best is None and len({e.manager for e, _ in recent}) == 1:
+                best = recent[0][0]
         return (best.manager, best.time) if best else (None, None)
 
 
@@ -257,28 +261,53 @@ def merge_fields(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def take_over(managed_fields: Sequence[Mapping[str, Any]], human_managers: Iterable[str],
-              api_version: str) -> list[dict[str, Any]] | None:
+def _split(fields: Mapping[str, Any], at: Path, keep: Callable[[Path], bool]
+           ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """fieldsV1 -> (part to take over, part whose ownership stays where it is)."""
+    take: dict[str, Any] = {}
+    stay: dict[str, Any] = {}
+    for k, v in fields.items():
+        p = at if k == "." else (*at, k)
+        if k != "." and isinstance(v, Mapping) and v:
+            t, s = _split(v, p, keep)
+            if t:
+                take[k] = t
+            if s:
+                stay[k] = s
+        elif keep(p):
+            stay[k] = v
+        else:
+            take[k] = v
+    return take, stay
+
+
+def take_over(managed_fields: Sequence[Mapping[str, Any]], human_managers: Iterable[str], api_version: str,
+              keep: Callable[[Path], bool] = lambda p: False) -> list[dict[str, Any]] | None:
     """managedFields with every human entry merged into driftd's Apply entry (Flux's approach), or
-    None when there is nothing to take over. Applying afterwards removes the fields Git lacks."""
+    None when there is nothing to take over. Applying afterwards removes the fields Git lacks.
+    Fields for which ``keep`` is true (ignored ones) stay with their human owner, untouched."""
     patterns = tuple(human_managers)
-    keep: list[dict[str, Any]] = []
+    keep_entries: list[dict[str, Any]] = []
     taken: list[Mapping[str, Any]] = []
     mine: dict[str, Any] | None = None
     for e in managed_fields:
         if is_human(str(e.get("manager", "")), patterns) and e.get("subresource") != "status":
-            taken.append(e)
+            take, stay = _split(e.get("fieldsV1") or {}, (), keep)
+            if take:
+                taken.append(take)
+            if stay:
+                keep_entries.append({**e, "fieldsV1": stay})
         elif e.get("manager") == DRIFTD_MANAGER and e.get("operation") == "Apply" and not e.get("subresource"):
             mine = dict(e)
         else:
-            keep.append(dict(e))
+            keep_entries.append(dict(e))
     if not taken:
         return None
     if mine is None:
         mine = {"manager": DRIFTD_MANAGER, "operation": "Apply", "apiVersion": api_version,
                 "fieldsType": "FieldsV1", "fieldsV1": {}}
     fields: dict[str, Any] = dict(mine.get("fieldsV1") or {})
-    for e in taken:
-        fields = merge_fields(fields, e.get("fieldsV1") or {})
+    for t in taken:
+        fields = merge_fields(fields, t)
     mine["fieldsV1"] = fields
-    return [*keep, mine]
+    return [*keep_entries, mine]

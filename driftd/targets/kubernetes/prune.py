@@ -1,0 +1,65 @@
+"""Deleting orphaned objects: only what an earlier revision declared, and only when it is safe.
+
+Refused (every orphan gets action ``skipped`` with the reason) when the environment does not
+set ``prune = true``, when the desired set is empty (a broken render looks exactly like
+"delete everything"), or when the deletions would exceed ``prune_max_fraction`` of what is
+managed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ...errors import DriftdError
+from ...log import get_logger
+from ...model import Action, DesiredState, Drift
+from .client import NotFound
+
+if TYPE_CHECKING:
+    from ...config import EnvironmentSettings
+    from .target import KubernetesTarget
+
+log = get_logger(__name__)
+
+
+def refusal(env: EnvironmentSettings, desired: DesiredState, n_orphans: int) -> str | None:
+    ks = env.kubernetes
+    if ks is None or not ks.prune:
+        return "prune is off for this environment (set prune = true to delete orphaned objects)"
+    if not desired.kubernetes:
+        return "the desired state is empty: refusing to prune everything"
+    fraction = n_orphans / (len(desired.kubernetes) + n_orphans)
+    if fraction > ks.prune_max_fraction:
+        return (f"would delete {n_orphans} object(s), {fraction:.0%} of those managed, above "
+                f"prune_max_fraction {ks.prune_max_fraction:.0%}")
+    return None
+
+
+async def prune(target: KubernetesTarget, env: EnvironmentSettings, desired: DesiredState,
+                orphans: Sequence[Drift], *, dry_run: bool = False) -> list[Drift]:
+    if not orphans:
+        return []
+    why = refusal(env, desired, len(orphans))
+    if why:
+        return [dataclasses.replace(d, action=Action.SKIPPED, reason=why) for d in orphans]
+    client = await target.client()
+    disc = await target.discovery()
+    out = []
+    for d in orphans:
+        try:
+            info = await disc.resolve(d.key.api_version, d.key.kind)
+            await client.request("DELETE", info.path(d.key.namespace, d.key.name), verb="delete",
+                                 resource=info.label, subject=str(d.key),
+                                 query={"propagationPolicy": "Background", "dryRun": "All" if dry_run else None})
+        except NotFound:
+            out.append(dataclasses.replace(d, action=Action.REVERTED, reason="already gone"))
+            continue
+        except DriftdError as e:
+            out.append(dataclasses.replace(d, action=Action.REVERT_FAILED, reason=e.message))
+            continue
+        log.info("prune.deleted", object=str(d.key), dry_run=dry_run)
+        out.append(dataclasses.replace(d, action=Action.SKIPPED if dry_run else Action.REVERTED,
+                                       reason="dry run: would delete" if dry_run else None))
+    return out

@@ -1,0 +1,363 @@
+"""KubernetesTarget: one cluster, compared with the environments that deploy to it.
+
+check(): plan (discovery, namespaces, ignore rules, modes) -> live views (informer caches when
+the daemon runs them, else one LIST per resource type and scope) -> verdicts (cached SSA dry
+runs) -> drifts. revert(): apply.py and prune.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from ...config import ClusterSettings, EnvironmentSettings, KubernetesEnvSettings
+from ...diff import ignore
+from ...diff.explain import hpa_targets
+from ...errors import DriftdError, PermissionDenied
+from ...log import get_logger
+from ...model import (
+    DesiredObject,
+    DesiredState,
+    Drift,
+    DriftKind,
+    Mode,
+    ObjectMode,
+    ResourceKey,
+    TargetKind,
+    TargetResult,
+)
+from . import apply as apply_mod
+from .client import KubeClient, connect
+from .compare import Comparer, DryRunRefused, Planned
+from .discovery import Discovery, ResourceInfo, UnknownKind
+from .informer import Informer, list_all
+from .scope import UNMANAGED_KINDS, is_system_object
+
+log = get_logger(__name__)
+
+Scope = tuple[ResourceInfo, str | None]  # resource, namespace (None: all namespaces / cluster-scoped)
+# Above this many namespaces for one resource type, one cluster-wide LIST beats one per namespace.
+MAX_NAMESPACED_LISTS = 3
+
+
+@dataclass
+class LiveView:
+    """The objects of one scope, or why they could not be read."""
+
+    objects: Mapping[tuple[str, str], Any] | None
+    error: str | None = None
+
+
+def object_mode(body: Mapping[str, Any]) -> ObjectMode | None:
+    raw = ((body.get("metadata") or {}).get("annotations") or {}).get(ignore.MODE_ANNOTATION)
+    try:
+        return ObjectMode(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def effective_mode(env: EnvironmentSettings, m: ObjectMode | None) -> Mode:
+    return Mode(str(m)) if m is not None and m is not ObjectMode.DISABLED else env.mode
+
+
+class KubernetesTarget:
+    kind = TargetKind.KUBERNETES
+
+    def __init__(self, cluster: ClusterSettings, client: KubeClient | None = None) -> None:
+        self.cluster = cluster
+        self._client = client
+        self._discovery: Discovery | None = None
+        self._comparer: Comparer | None = None
+        self._informers: dict[tuple[str, str | None], Informer] = {}
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    async def client(self) -> KubeClient:
+        if self._client is None:
+            self._client = await connect(self.cluster)
+        return self._client
+
+    async def discovery(self) -> Discovery:
+        if self._discovery is None:
+            self._discovery = Discovery(await self.client())
+        return self._discovery
+
+    async def comparer(self, humans: tuple[str, ...]) -> Comparer:
+        if self._comparer is None:
+            self._comparer = Comparer(await self.client(), humans)
+        return self._comparer
+
+    @property
+    def dry_runs(self) -> int:
+        return self._comparer.dry_runs if self._comparer else 0
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @staticmethod
+    def settings(env: EnvironmentSettings) -> KubernetesEnvSettings:
+        if env.kubernetes is None:
+            raise DriftdError("the environment declares no Kubernetes target", subject=env.name)
+        return env.kubernetes
+
+    # --- planning ------------------------------------------------------------------------------
+
+    async def plan(self, env: EnvironmentSettings, desired: DesiredState
+                   ) -> tuple[list[Planned], list[str], list[DesiredObject]]:
+        """Resolve every desired object. Returns (planned, errors, objects of unknown kinds)."""
+        ks = self.settings(env)
+        disc = await self.discovery()
+        hpa = hpa_targets(_with_ns(d.body, d.key.namespace or ks.namespace) for d in desired.kubernetes)
+        out: list[Planned] = []
+        errors: list[str] = []
+        unknown: list[DesiredObject] = []
+        for d in desired.kubernetes:
+            body = dict(d.body)
+            api_version = str(body.get("apiVersion") or d.key.api_version)
+            kind = str(body.get("kind") or d.key.kind)
+            try:
+                info = await disc.resolve(api_version, kind)
+            except UnknownKind as e:
+                unknown.append(d)
+                errors.append(f"{d.key} ({d.source}): {e.message}")
+                continue
+            except DriftdError as e:
+                errors.append(f"{d.key} ({d.source}): {e}")
+                continue
+            meta = dict(body.get("metadata") or {})
+            ns = (meta.get("namespace") or d.key.namespace or ks.namespace) if info.namespaced else ""
+            if info.namespaced:
+                meta["namespace"] = ns
+            else:
+                meta.pop("namespace", None)
+            body["metadata"] = meta
+            key = ResourceKey(TargetKind.KUBERNETES, kind, str(meta.get("name") or d.key.name), ns, api_version)
+            bad = ignore.invalid_annotation_paths(body)
+            if bad:
+                errors.append(f"{key} ({d.source}): {ignore.IGNORE_ANNOTATION} entries must be JSON pointers "
+                              f"starting with '/': {', '.join(bad)}")
+            ann = meta.get("annotations") or {}
+            if ignore.MODE_ANNOTATION in ann and object_mode(body) is None:
+                errors.append(f"{key} ({d.source}): {ignore.MODE_ANNOTATION} must be one of "
+                              f"{', '.join(m.value for m in ObjectMode)}, found {ann[ignore.MODE_ANNOTATION]!r}")
+            ignored = ignore.ignored_paths(env.ignore, kind=kind, name=key.name, namespace=ns, body=body,
+                                           hpa_target=(kind, ns, key.name) in hpa)
+            applied = ignore.strip(body, ignored)
+            out.append(Planned(desired=d, key=key, info=info, body=applied, ignored=ignored,
+                               mode=object_mode(body)))
+        return out, errors, unknown
+
+    # --- live state ----------------------------------------------------------------------------
+
+    async def _scopes(self, env: EnvironmentSettings, planned: Iterable[Planned], extra: Iterable[Scope]
+                      ) -> set[Scope]:
+        by_info: dict[ResourceInfo, set[str]] = {}
+        for p in planned:
+            by_info.setdefault(p.info, set()).add(p.key.namespace)
+        for info, ns in extra:
+            by_info.setdefault(info, set()).add(ns or "")
+        scopes: set[Scope] = set()
+        for info, nss in by_info.items():
+            if not info.namespaced or len(nss) > MAX_NAMESPACED_LISTS or "" in nss:
+                scopes.add((info, None))
+            else:
+                scopes.update((info, ns) for ns in nss)
+        return scopes
+
+    async def _views(self, scopes: Iterable[Scope]) -> dict[Scope, LiveView]:
+        client = await self.client()
+        views: dict[Scope, LiveView] = {}
+
+        async def one(scope: Scope) -> None:
+            info, ns = scope
+            inf = self._informers.get((info.path(), ns)) or (self._informers.get((info.path(), None))
+                                                              if ns is not None else None)
+            if inf is not None and inf.synced:
+                objs = inf.objects if inf.namespace is None and ns is None else {
+                    k: v for k, v in inf.objects.items() if ns is None or k[0] == ns}
+                views[scope] = LiveView(objs)
+                return
+            try:
+                views[scope] = LiveView((await list_all(client, info, ns))[0])
+            except PermissionDenied as e:
+                if ns is None and info.namespaced:
+                    views[scope] = LiveView(None, f"{e} (cluster-wide); grant list on all namespaces")
+                else:
+                    views[scope] = LiveView(None, str(e))
+            except DriftdError as e:
+                views[scope] = LiveView(None, f"cannot list {info.label}{' in ' + ns if ns else ''}: {e}")
+
+        async with anyio.create_task_group() as tg:
+            for s in scopes:
+                tg.start_soon(one, s)
+        return views
+
+    @staticmethod
+    def _lookup(views: Mapping[Scope, LiveView], info: ResourceInfo, ns: str, name: str
+                ) -> tuple[bool, Any, str | None]:
+        """(known, object or None, error) for one object."""
+        for scope in ((info, ns if info.namespaced else None), (info, None)):
+            v = views.get(scope)
+            if v is None:
+                continue
+            if v.objects is None:
+                return False, None, v.error
+            return True, v.objects.get((ns if info.namespaced else "", name)), None
+        return False, None, "no live view"
+
+    # --- check ---------------------------------------------------------------------------------
+
+    async def check(self, env: EnvironmentSettings, desired: DesiredState, *,
+                    inventory: frozenset[ResourceKey] = frozenset()) -> TargetResult:
+        ks = self.settings(env)
+        client = await self.client()
+        start = client.requests
+        planned, errors, unknown = await self.plan(env, desired)
+        declared = {p.key for p in planned} | {d.key for d in unknown}
+        declared_names = {(k.kind, k.namespace, k.name) for k in declared}
+        disc = await self.discovery()
+        extra: list[Scope] = []
+        orphans: list[tuple[ResourceKey, ResourceInfo]] = []
+        for k in sorted(inventory):
+            if k.target is not TargetKind.KUBERNETES or (k.kind, k.namespace, k.name) in declared_names:
+                continue
+            try:
+                info = await disc.resolve(k.api_version, k.kind)
+            except DriftdError as e:
+                errors.append(f"{k}: cannot tell whether it is orphaned: {e}")
+                continue
+            orphans.append((k, info))
+            extra.append((info, k.namespace or None))
+        unmanaged_infos: list[ResourceInfo] = []
+        if ks.watch_namespaces:
+            seen: set[ResourceInfo] = {p.info for p in planned if p.info.namespaced}
+            for av, kind in UNMANAGED_KINDS:
+                with contextlib.suppress(DriftdError):
+                    seen.add(await disc.resolve(av, kind))
+            unmanaged_infos = sorted(seen, key=lambda i: i.label)
+            extra.extend((i, ns) for i in unmanaged_infos for ns in ks.watch_namespaces)
+        views = await self._views(await self._scopes(env, planned, extra))
+        comparer = await self.comparer(ks.human_managers)
+        drifts: list[Drift] = []
+
+        async def judge(p: Planned) -> None:
+            if p.mode is ObjectMode.DISABLED:
+                return
+            known, live, err = self._lookup(views, p.info, p.key.namespace, p.key.name)
+            mode = effective_mode(env, p.mode)
+            if not known:
+                errors.append(f"{p.key}: live state unknown: {err}")
+                return
+            if live is None:
+                drifts.append(Drift(p.key, DriftKind.MISSING, mode=mode))
+                return
+            try:
+                v = await comparer.verdict(p, live)
+            except DryRunRefused as e:
+                errors.append(f"{p.key} ({p.desired.source}): {e.message}")
+                return
+            except DriftdError as e:
+                errors.append(f"{p.key}: {e}")
+                return
+            if v.changes:
+                drifts.append(Drift(p.key, DriftKind.MODIFIED, v.changes, v.changed_by, v.changed_at, mode=mode))
+
+        async with anyio.create_task_group() as tg:
+            for p in planned:
+                tg.start_soon(judge, p)
+        for k, info in orphans:
+            known, live, err = self._lookup(views, info, k.namespace, k.name)
+            if not known:
+                errors.append(f"{k}: cannot tell whether it is orphaned: {err}")
+            elif live is not None and not _disabled(live):
+                drifts.append(Drift(k, DriftKind.ORPHANED, mode=env.mode))
+        inventory_names = {(k.kind, k.namespace, k.name) for k in inventory}
+        for info in unmanaged_infos:
+            for ns in ks.watch_namespaces:
+                known, _, err = self._lookup(views, info, ns, "")
+                view = views.get((info, ns)) or views.get((info, None))
+                if view is None or view.objects is None:
+                    continue
+                for (ons, name), obj in view.objects.items():
+                    if ons != ns or (info.kind, ns, name) in declared_names or (info.kind, ns, name) in \
+                            inventory_names or is_system_object(obj):
+                        continue
+                    key = ResourceKey(TargetKind.KUBERNETES, info.kind, name, ns, info.api_version)
+                    drifts.append(Drift(key, DriftKind.UNMANAGED, mode=env.mode))
+        drifts.sort(key=lambda d: (d.key, d.drift))
+        return TargetResult(TargetKind.KUBERNETES, resources=len(planned), drifts=tuple(drifts),
+                            errors=tuple(sorted(set(errors))), api_calls=client.requests - start)
+
+    # --- revert --------------------------------------------------------------------------------
+
+    async def revert(self, env: EnvironmentSettings, desired: DesiredState, drifts: Sequence[Drift], *,
+                     dry_run: bool = False) -> tuple[Drift, ...]:
+        return await apply_mod.revert(self, env, desired, drifts, dry_run=dry_run)
+
+    # --- event-driven operation ----------------------------------------------------------------
+
+    async def watch(self, env: EnvironmentSettings, desired: DesiredState,
+                    on_change: Callable[[ResourceKey], None], *, task_status: Any = anyio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Run informers for every resource type the environment declares (and its watched
+        namespaces) until cancelled; ``on_change`` gets the key of each object whose event arrives.
+        check() then reads their caches instead of listing. Started with ``tg.start`` it returns
+        control once every informer has synced."""
+        ks = self.settings(env)
+        planned, _, _ = await self.plan(env, desired)
+        disc = await self.discovery()
+        extra: list[Scope] = []
+        if ks.watch_namespaces:
+            for av, kind in UNMANAGED_KINDS:
+                with contextlib.suppress(DriftdError):
+                    info = await disc.resolve(av, kind)
+                    extra.extend((info, ns) for ns in ks.watch_namespaces)
+        scopes = await self._scopes(env, planned, extra)
+        client = await self.client()
+
+        def callback(info: ResourceInfo) -> Callable[[str, Mapping[str, Any]], None]:
+            def cb(_typ: str, obj: Mapping[str, Any]) -> None:
+                m = obj.get("metadata") or {}
+                on_change(ResourceKey(TargetKind.KUBERNETES, info.kind, str(m.get("name")),
+                                      str(m.get("namespace") or ""), info.api_version))
+            return cb
+
+        mine: list[tuple[str, str | None]] = []
+        async with anyio.create_task_group() as tg:
+            for info, ns in scopes:
+                k = (info.path(), ns)
+                if k in self._informers:
+                    continue
+                inf = Informer(client, info, ns, on_event=callback(info))
+                self._informers[k] = inf
+                mine.append(k)
+                tg.start_soon(inf.run)
+            try:
+                for k in mine:
+                    await self._informers[k].synced_event.wait()
+                task_status.started()
+                await anyio.sleep_forever()
+            finally:
+                for k in mine:
+                    self._informers.pop(k, None)
+                tg.cancel_scope.cancel()
+
+    @property
+    def informers(self) -> list[Informer]:
+        return list(self._informers.values())
+
+
+def _with_ns(body: Mapping[str, Any], ns: str) -> dict[str, Any]:
+    meta = dict(body.get("metadata") or {})
+    meta.setdefault("namespace", ns)
+    return {**body, "metadata": meta}
+
+
+def _disabled(obj: Mapping[str, Any]) -> bool:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(ignore.MODE_ANNOTATION) == "disabled"
