@@ -1,0 +1,450 @@
+"""Git repository cache: one bare mirror per repository URL, every needed branch in one fetch.
+
+dulwich is synchronous, so every call runs in a worker thread bounded by a
+shared :class:`anyio.CapacityLimiter` (``daemon.git_concurrency``): the event
+loop keeps ticking during a fetch. A fetch asks for the heads of all branches
+(or of the branches environments use) in one round trip; objects already in
+the cache are not transferred again. dulwich's ``fetch`` does not move refs:
+this module writes ``refs/heads/*`` itself, so the cache mirrors the remote
+(force-pushes overwrite, deleted branches disappear).
+
+Timeouts: ``repository.timeout`` bounds the whole fetch. git:// sockets also get
+a read timeout; http(s) uses urllib3's; ssh passes ``ConnectTimeout`` and
+``ServerAliveInterval``. If a worker thread is still stuck when the async
+timeout fires it is abandoned, and the next fetch of that repository reports
+"previous fetch still running" until it ends, so stuck threads never pile up.
+
+Credentials: ``token_file`` is read at each fetch (rotation works) and sent as
+HTTP basic auth (username ``x-access-token`` unless configured); ``ssh_key_file``
+and ``known_hosts_file`` go to the ssh command. None of them ever appears in an
+error, a log line or a metric: URLs are shown without their userinfo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import shlex
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import anyio.to_thread
+from dulwich.client import (
+    GitClient,
+    HttpGitClient,
+    SSHGitClient,
+    SubprocessSSHVendor,
+    TCPGitClient,
+    get_transport_and_path,
+)
+from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
+from dulwich.object_store import tree_lookup_path
+from dulwich.objects import Blob, Commit, ObjectID, Tree
+from dulwich.refs import Ref
+from dulwich.repo import Repo
+
+from ..config import RepositorySettings
+from ..errors import DesiredStateError, SourceError
+from ..log import get_logger
+from .yamlsafe import DEFAULT_LIMITS, Limits
+
+log = get_logger(__name__)
+
+_HEADS = Ref(b"refs/heads/")
+_MAX_PACKS = 32  # repack beyond this many pack files: lookups scan every pack index
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """One fetch. ``heads`` is every mirrored branch -> commit id after it."""
+
+    repository: str
+    heads: Mapping[str, str]
+    changed: tuple[str, ...]  # branches new or moved (force-pushes included) since the previous fetch
+    removed: tuple[str, ...]  # branches gone from the remote
+    duration: float  # seconds, wall clock, including waiting for a worker thread
+    bytes_received: int  # pack bytes written to the cache
+    fetched_at: float  # time.time()
+
+
+@dataclass(frozen=True)
+class TreeFile:
+    path: str  # from the repository root
+    blob: str  # hex object id: equal ids mean equal bytes
+    data: bytes | None  # None when the caller said it already knows this blob
+
+
+@dataclass(frozen=True)
+class TreeSnapshot:
+    """The files below ``path`` at ``commit``. ``tree`` is None when the path does not exist there."""
+
+    commit: str
+    path: str
+    tree: str | None
+    files: tuple[TreeFile, ...] = ()
+    problems: tuple[DesiredStateError, ...] = ()  # symlinks, submodules, oversized files, limits
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password@ (tokens sometimes ride there)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def cache_dir_name(url: str) -> str:
+    """A readable, collision-free directory name for a repository URL."""
+    shown = re.sub(r"^[a-z+]+://", "", redact_url(url))
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", shown).strip("._")[:80] or "repo"
+    return f"{safe}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+
+
+class RepositoryCache:
+    """The bare cache of one repository. Methods are safe to call concurrently from one event loop."""
+
+    def __init__(self, settings: RepositorySettings, state_dir: Path, *,
+                 limiter: anyio.CapacityLimiter | None = None, branches: Iterable[str] | None = None,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.url = settings.url
+        self.shown_url = redact_url(settings.url)
+        self.path = Path(state_dir) / "git" / cache_dir_name(settings.url)
+        self.branches = frozenset(branches) if branches is not None else None
+        self.limits = limits
+        self._limiter = limiter or anyio.CapacityLimiter(4)
+        self._busy = threading.Lock()  # held by the worker thread for the whole fetch
+        self._heads: dict[str, str] | None = None  # from the last successful fetch
+        self.last_fetch: FetchResult | None = None
+        self.last_error: SourceError | None = None  # set when the LATEST fetch failed
+
+    @property
+    def subject(self) -> str:
+        return f"repository {self.name} ({self.shown_url})"
+
+    @property
+    def heads(self) -> Mapping[str, str]:
+        return dict(self._heads or {})
+
+    # --- fetch ---------------------------------------------------------------------------------
+
+    async def fetch(self) -> FetchResult:
+        """Bring every wanted branch up to date. Raises SourceError (and remembers it in last_error)."""
+        start = time.monotonic()
+        try:
+            with anyio.fail_after(self.settings.timeout):
+                heads, received = await anyio.to_thread.run_sync(
+                    self._fetch_sync, limiter=self._limiter, abandon_on_cancel=True)
+        except TimeoutError:
+            err = SourceError(f"fetch did not finish within {self.settings.timeout:g}s", subject=self.subject)
+            self.last_error = err
+            raise err from None
+        except SourceError as e:
+            self.last_error = e
+            raise
+        old = self._heads or self._local_heads_at_start
+        changed = tuple(sorted(b for b, sha in heads.items() if old.get(b) != sha))
+        removed = tuple(sorted(b for b in old if b not in heads))
+        self._heads = heads
+        self.last_error = None
+        result = FetchResult(self.name, dict(heads), changed, removed, time.monotonic() - start, received, time.time())
+        self.last_fetch = result
+        if changed or removed:
+            log.info("git.fetched", repository=self.name, changed=len(changed), removed=len(removed),
+                     bytes=received, seconds=round(result.duration, 3))
+        return result
+
+    _local_heads_at_start: Mapping[str, str] = {}
+
+    def _fetch_sync(self) -> tuple[dict[str, str], int]:
+        if not self._busy.acquire(blocking=False):
+            raise SourceError("the previous fetch is still running (stuck network call?)", subject=self.subject)
+        try:
+            repo = self._open_or_init()
+            try:
+                if self._heads is None and not self._local_heads_at_start:
+                    self._local_heads_at_start = _local_heads(repo)
+                before = _pack_bytes(self.path)
+                remote_heads = self._fetch_into(repo)
+                self._write_refs(repo, remote_heads)
+                received = _pack_bytes(self.path) - before
+                if len(list((self.path / "objects" / "pack").glob("*.pack"))) > _MAX_PACKS:
+                    repo.object_store.repack()
+                return remote_heads, max(received, 0)
+            finally:
+                repo.close()
+        finally:
+            self._busy.release()
+
+    def _open_or_init(self) -> Repo:
+        try:
+            if (self.path / "objects").is_dir():
+                return Repo(str(self.path))
+            self.path.mkdir(parents=True, exist_ok=True)
+            return Repo.init_bare(str(self.path))
+        except (OSError, NotGitRepository) as e:
+            raise SourceError(f"cannot open the local cache {self.path}: {e}", subject=self.subject,
+                              retryable=False) from e
+
+    def _fetch_into(self, repo: Repo) -> dict[str, str]:
+        client, path = self._client()
+        wanted = self.branches
+        heads: dict[str, str] = {}
+
+        def determine_wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
+            for ref, sha in refs.items():
+                if ref.startswith(_HEADS) and sha and not ref.endswith(b"^{}"):
+                    branch = ref[len(_HEADS):].decode("utf-8", "replace")
+                    if wanted is None or branch in wanted:
+                        heads[branch] = sha.decode("ascii")
+            store = repo.object_store
+            return sorted({_oid(sha) for sha in heads.values() if _oid(sha) not in store})
+
+        try:
+            client.fetch(path, repo, determine_wants=determine_wants, ref_prefix=[_HEADS])
+        except (GitProtocolError, HangupException, NotGitRepository, OSError, ValueError, KeyError) as e:
+            raise SourceError(f"cannot fetch: {_reason(e)}", subject=self.subject) from e
+        finally:
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+        missing = [b for b, sha in heads.items() if _oid(sha) not in repo.object_store]
+        if missing:
+            raise SourceError(f"fetch incomplete: no commit for branch(es) {', '.join(sorted(missing))}",
+                              subject=self.subject)
+        return heads
+
+    def _write_refs(self, repo: Repo, heads: Mapping[str, str]) -> None:
+        local = _local_heads(repo)
+        for branch, sha in heads.items():
+            if local.get(branch) != sha:
+                repo.refs[_ref(branch)] = _oid(sha)  # force: history may be rewritten
+        for branch in local:
+            if branch not in heads:
+                repo.refs.remove_if_equals(_ref(branch), None)
+
+    def _client(self) -> tuple[GitClient, str]:
+        s = self.settings
+        url = s.url
+        timeout = s.timeout
+        try:
+            if url.startswith(("http://", "https://")):
+                password = _read_secret(s.token_file) if s.token_file else None
+                username = (s.username or "x-access-token") if password is not None else s.username
+                parts = urlsplit(url)
+                base = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
+                return HttpGitClient(base, username=username, password=password, timeout=timeout), parts.path
+            if url.startswith("git://"):
+                parts = urlsplit(url)
+                tcp = _TimeoutTCPGitClient(parts.hostname or "localhost", port=parts.port)
+                tcp.read_timeout = timeout
+                return tcp, parts.path
+            if url.startswith("ssh://") or re.match(r"^[\w.-]+@[\w.-]+:", url):
+                ssh = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}",
+                       "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=2"]
+                if s.known_hosts_file:
+                    ssh += ["-o", f"UserKnownHostsFile={s.known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
+                if s.ssh_key_file:
+                    ssh += ["-o", "IdentitiesOnly=yes"]
+                client, path = get_transport_and_path(
+                    url, key_filename=str(s.ssh_key_file) if s.ssh_key_file else None, ssh_command=shlex.join(ssh))
+                if isinstance(client, SSHGitClient):
+                    client.ssh_vendor = SubprocessSSHVendor()
+                return client, path
+            local = url.removeprefix("file://")
+            return get_transport_and_path(local)
+        except (ValueError, OSError) as e:
+            raise SourceError(f"cannot use this URL: {_reason(e)}", subject=self.subject, retryable=False) from e
+
+    # --- revisions -------------------------------------------------------------------------------
+
+    def resolve(self, branch: str) -> str:
+        """The commit of ``branch`` at the last successful fetch. SourceError if unknown or gone."""
+        if self._heads is None:
+            why = "not fetched yet" if self.last_error is None else f"never fetched: {self.last_error.message}"
+            raise SourceError(why, subject=self.subject)
+        sha = self._heads.get(branch)
+        if sha is None:
+            known = ", ".join(sorted(self._heads)[:10]) or "none"
+            raise SourceError(f"branch {branch!r} does not exist (branches: {known})", subject=self.subject)
+        return sha
+
+    # --- trees -----------------------------------------------------------------------------------
+
+    async def tree_id(self, commit: str, path: str) -> str | None:
+        """Id of the tree at ``path`` in ``commit`` (None if absent): equal ids mean identical content."""
+        return await anyio.to_thread.run_sync(self._tree_id_sync, commit, path, limiter=self._limiter)
+
+    def _tree_id_sync(self, commit: str, path: str) -> str | None:
+        with self._repo() as repo:
+            return _tree_at(repo, commit, path, self.subject)
+
+    async def read_tree(self, commit: str, path: str, *, known: Callable[[str], bool] | None = None) -> TreeSnapshot:
+        """Every file below ``path`` at ``commit``, without a checkout.
+
+        Blobs for which ``known(blob_id)`` is true are listed with ``data=None``
+        (the caller has them parsed already). Symlinks and submodules are refused
+        as problems; so are files over the size limit and trees over the file or
+        byte limits (reading stops there).
+        """
+        return await anyio.to_thread.run_sync(self._read_tree_sync, commit, path, known, limiter=self._limiter)
+
+    def _read_tree_sync(self, commit: str, path: str, known: Callable[[str], bool] | None) -> TreeSnapshot:
+        lim = self.limits
+        with self._repo() as repo:
+            store = repo.object_store
+            tree = _tree_at(repo, commit, path, self.subject)
+            if tree is None:
+                return TreeSnapshot(commit, path, None)
+            files: list[TreeFile] = []
+            problems: list[DesiredStateError] = []
+            total = 0
+            todo = [(path, tree.encode("ascii"))]
+            while todo:
+                prefix, tid = todo.pop()
+                t = store[ObjectID(tid)]
+                assert isinstance(t, Tree)
+                for entry in t.iteritems():
+                    name = entry.path.decode("utf-8", "replace")
+                    full = f"{prefix}/{name}" if prefix else name
+                    mode = entry.mode
+                    if stat.S_ISDIR(mode):
+                        todo.append((full, entry.sha))
+                    elif stat.S_ISLNK(mode):
+                        problems.append(DesiredStateError("symbolic links are refused in desired state", file=full))
+                    elif mode & 0o170000 == 0o160000:
+                        problems.append(DesiredStateError("submodules are not supported in desired state", file=full))
+                    else:
+                        sha = entry.sha.decode("ascii")
+                        if len(files) >= lim.max_files:
+                            problems.append(DesiredStateError(
+                                f"more than {lim.max_files:,} files below {path or '/'}", file=path or "/"))
+                            return TreeSnapshot(commit, path, tree, tuple(files), tuple(problems))
+                        if known is not None and known(sha):
+                            files.append(TreeFile(full, sha, None))
+                            continue
+                        blob = store[ObjectID(entry.sha)]
+                        assert isinstance(blob, Blob)
+                        data = blob.as_raw_string()
+                        if len(data) > lim.max_file_bytes:
+                            problems.append(DesiredStateError(
+                                f"file is {len(data):,} bytes, over the limit of {lim.max_file_bytes:,}", file=full))
+                            continue
+                        total += len(data)
+                        if total > lim.max_total_bytes:
+                            problems.append(DesiredStateError(
+                                f"files below {path or '/'} exceed {lim.max_total_bytes:,} bytes", file=path or "/"))
+                            return TreeSnapshot(commit, path, tree, tuple(files), tuple(problems))
+                        files.append(TreeFile(full, sha, data))
+            files.sort(key=lambda f: f.path)
+            return TreeSnapshot(commit, path, tree, tuple(files), tuple(problems))
+
+    async def read_blobs(self, blobs: Iterable[str]) -> dict[str, bytes]:
+        """Bytes of the given blob ids (for files a caller skipped with ``known`` but now needs)."""
+        ids = list(blobs)
+        return await anyio.to_thread.run_sync(self._read_blobs_sync, ids, limiter=self._limiter)
+
+    def _read_blobs_sync(self, ids: list[str]) -> dict[str, bytes]:
+        with self._repo() as repo:
+            out = {}
+            for i in ids:
+                obj = repo.object_store[_oid(i)]
+                assert isinstance(obj, Blob)
+                out[i] = obj.as_raw_string()
+            return out
+
+    def _repo(self) -> Repo:
+        try:
+            return Repo(str(self.path))
+        except (OSError, NotGitRepository) as e:
+            raise SourceError(f"the local cache {self.path} is unreadable: {e}", subject=self.subject) from e
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+class _TimeoutTCPGitClient(TCPGitClient):
+    """git:// with a socket read timeout (dulwich's client blocks forever on a silent server)."""
+
+    read_timeout: float = 60.0
+
+    def _connect(self, cmd: bytes, path: str | bytes, protocol_version: int | None = None) -> Any:
+        proto, can_read, stderr = super()._connect(cmd, path, protocol_version)
+        with contextlib.suppress(AttributeError):  # Protocol.read is the socket file's bound read
+            proto.read.__self__.raw._sock.settimeout(self.read_timeout)  # type: ignore[attr-defined]
+        return proto, can_read, stderr
+
+
+def _tree_at(repo: Repo, commit: str, path: str, subject: str) -> str | None:
+    store = repo.object_store
+    try:
+        c = store[_oid(commit)]
+    except KeyError:
+        raise SourceError(f"commit {commit} is not in the local cache", subject=subject) from None
+    if not isinstance(c, Commit):
+        raise SourceError(f"{commit} is not a commit", subject=subject, retryable=False)
+    if not path:
+        return str(c.tree.decode("ascii"))
+    try:
+        mode, sha = tree_lookup_path(store.__getitem__, c.tree, path.encode())
+    except (KeyError, NotADirectoryError):
+        return None
+    if not stat.S_ISDIR(mode):
+        return None
+    return str(sha.decode("ascii"))
+
+
+def _local_heads(repo: Repo) -> dict[str, str]:
+    out = {}
+    for ref in repo.refs.keys(base=_HEADS):
+        sha = repo.refs[Ref(_HEADS + ref)]
+        out[ref.decode("utf-8", "replace")] = sha.decode("ascii")
+    return out
+
+
+def _oid(hexsha: str) -> ObjectID:
+    return ObjectID(hexsha.encode("ascii"))
+
+
+def _ref(branch: str) -> Ref:
+    return Ref(_HEADS + branch.encode())
+
+
+def _pack_bytes(path: Path) -> int:
+    d = path / "objects" / "pack"
+    try:
+        return sum(p.stat().st_size for p in d.glob("*.pack"))
+    except OSError:
+        return 0
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise SourceError(f"cannot read the token file {path}: {e.strerror or e}", retryable=False) from e
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, ConnectionRefusedError):
+        text = "connection refused"
+    elif isinstance(e, TimeoutError):
+        text = "timed out"
+    # Never echo credentials that a library put into a message.
+    return re.sub(r"://[^/@\s]+@", "://", text)

@@ -1,0 +1,219 @@
+"""Kubernetes manifests from the files of a tree -> desired objects. Pure: bytes in, objects out.
+
+Rules (the same for every environment):
+
+- files ending ``.yaml``, ``.yml`` or ``.json`` below the environment's path are
+  read; names starting with ``.`` (files or directories) are skipped;
+- every document of a file counts; empty documents are skipped; ``kind: List``
+  (and ``*List`` kinds with ``items``) are flattened;
+- a directory holding ``kustomization.yaml`` (``.yml``, ``Kustomization``) is
+  rendered by ``kubectl kustomize`` (see :mod:`kustomize`) and the files below
+  it are not read individually; a kustomization that another one references
+  (``resources``/``bases``/``components``) is rendered only through it;
+- ``metadata.namespace`` defaults to the environment's namespace unless the
+  kind is cluster-scoped. Without API discovery only built-in kinds are known
+  to be cluster-scoped (:data:`CLUSTER_SCOPED_KINDS`); a cluster-scoped kind
+  defined by a CRD gets the default namespace here and the kubernetes target
+  corrects it through discovery;
+- apiVersion, kind and metadata.name are required; the same object declared
+  twice is an error naming both places.
+
+``source`` of each object is ``path#N`` (N-th document of the file, from 0), or
+``path#N.items[i]`` for an item of a List, or ``dir/kustomization.yaml#N`` for
+the N-th object kustomize rendered.
+"""
+
+from __future__ import annotations
+
+import copy
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DesiredStateError
+from ..model import DesiredObject, ResourceKey, TargetKind
+from .yamlsafe import DEFAULT_LIMITS, Document, Limits, load_documents
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+# Built-in kinds whose objects have no namespace. CRD-defined cluster-scoped kinds are not here:
+# the kubernetes target corrects them through discovery.
+CLUSTER_SCOPED_KINDS = frozenset({
+    "Namespace", "Node", "PersistentVolume", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+    "StorageClass", "PriorityClass", "APIService", "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+    "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding", "IngressClass", "RuntimeClass", "CSIDriver",
+    "CSINode", "VolumeAttachment", "CertificateSigningRequest", "FlowSchema", "PriorityLevelConfiguration",
+    "ComponentStatus", "IPAddress", "ServiceCIDR", "DeviceClass", "ResourceSlice", "VolumeAttributesClass",
+    "ClusterTrustBundle", "SelfSubjectReview", "TokenReview", "SelfSubjectAccessReview", "SubjectAccessReview",
+    "SelfSubjectRulesReview", "PodSecurityPolicy", "StorageVersion", "StorageVersionMigration",
+})
+
+
+def is_manifest_path(path: str) -> bool:
+    return path.endswith(MANIFEST_SUFFIXES) and not any(p.startswith(".") for p in path.split("/"))
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """The documents of one file, or why it could not be read. Independent of the file's path, so cacheable by blob."""
+
+    documents: tuple[Document, ...] = ()
+    error: DesiredStateError | None = None
+
+
+def parse_file(data: bytes, file: str, limits: Limits = DEFAULT_LIMITS) -> Parsed:
+    try:
+        return Parsed(tuple(load_documents(data, file, limits=limits)))
+    except DesiredStateError as e:
+        return Parsed(error=e)
+
+
+# --- kustomizations ---------------------------------------------------------------------------------
+
+
+def kustomizations(paths: Iterable[str], read: Mapping[str, bytes]) -> dict[str, DesiredStateError | None]:
+    """Kustomization files to render: those of directories no other kustomization references.
+
+    ``paths`` are all file paths of the tree below the environment's path; ``read``
+    gives the bytes of the kustomization files. A kustomization that does not parse
+    maps to its error (its directory is still not read file by file).
+    """
+    found: dict[str, str] = {}  # dir -> kustomization file path
+    for p in sorted(paths):
+        d, _, base = p.rpartition("/")
+        if base in KUSTOMIZATION_FILES and d not in found:
+            found[d] = p
+    referenced: set[str] = set()
+    errors: dict[str, DesiredStateError] = {}
+    for d, f in found.items():
+        parsed = parse_file(read.get(f, b""), f)
+        if parsed.error:
+            errors[f] = parsed.error
+            continue
+        doc = parsed.documents[0].value if parsed.documents else None
+        if not isinstance(doc, Mapping):
+            errors[f] = DesiredStateError("a kustomization must be a mapping", file=f, line=1)
+            continue
+        for key in ("resources", "bases", "components"):
+            entries = doc.get(key) or ()
+            for entry in entries if isinstance(entries, list) else ():
+                if isinstance(entry, str) and "://" not in entry:
+                    target = posixpath.normpath(posixpath.join(d, entry))
+                    if target in found and target != d:
+                        referenced.add(target)
+    return {f: errors.get(f) for d, f in sorted(found.items()) if d not in referenced}
+
+
+def under_any(path: str, dirs: Sequence[str]) -> bool:
+    return any(d == "" or path.startswith(d + "/") for d in dirs)
+
+
+# --- documents -> objects -------------------------------------------------------------------------------
+
+
+@dataclass
+class ManifestSet:
+    """Accumulates objects from several files, catching duplicates across them."""
+
+    namespace: str
+    objects: list[DesiredObject] = field(default_factory=list)
+    errors: list[DesiredStateError] = field(default_factory=list)
+    _seen: dict[tuple[str, str, str, str], tuple[DesiredObject, int | None]] = field(default_factory=dict)
+
+    def add_documents(self, documents: Sequence[Document], file: str, *, source_file: str | None = None) -> None:
+        """Objects of one file (or one kustomize rendering, ``file`` being its kustomization)."""
+        for doc in documents:
+            if doc.value is None:
+                continue
+            self._add(doc.value, file, doc.line, doc.column, f"{source_file or file}#{doc.index}")
+
+    def _add(self, value: Any, file: str, line: int, column: int, source: str) -> None:
+        where = {"file": file, "line": line or None, "column": column or None}
+        if not isinstance(value, Mapping):
+            self.errors.append(DesiredStateError(
+                f"expected a Kubernetes object (a mapping), found {type(value).__name__}", **where))  # type: ignore[arg-type]
+            return
+        kind = value.get("kind")
+        if isinstance(kind, str) and kind.endswith("List") and isinstance(value.get("items"), list):
+            for i, item in enumerate(value["items"]):
+                self._add(item, file, line, column, f"{source}.items[{i}]")
+            return
+        missing = _missing_fields(value)
+        if missing:
+            self.errors.append(DesiredStateError(f"{_describe(value)}: {missing}", **where))  # type: ignore[arg-type]
+            return
+        api_version, meta = str(value["apiVersion"]), value["metadata"]
+        kind = str(kind)
+        name = str(meta["name"])
+        ns: str = meta.get("namespace") or ""
+        body: Mapping[str, Any] = value
+        if kind in CLUSTER_SCOPED_KINDS:
+            ns = ""
+        elif not ns:
+            ns = self.namespace
+            body = copy.deepcopy(dict(value))
+            body["metadata"]["namespace"] = ns
+        key = ResourceKey(TargetKind.KUBERNETES, kind, name, ns, api_version)
+        ident = (key.group, kind, ns, name)
+        if ident in self._seen:
+            first, _ = self._seen[ident]
+            self.errors.append(DesiredStateError(
+                f"{kind} {ns + '/' if ns else ''}{name} is declared twice: in {source} and in {first.source}",
+                **where))  # type: ignore[arg-type]
+            return
+        obj = DesiredObject(key=key, body=body, source=source)
+        self._seen[ident] = (obj, line)
+        self.objects.append(obj)
+
+
+def _missing_fields(v: Mapping[str, Any]) -> str:
+    problems = []
+    for f in ("apiVersion", "kind"):
+        if not isinstance(v.get(f), str) or not v.get(f):
+            problems.append(f"{f} is missing" if f not in v else f"{f} must be a non-empty string")
+    meta = v.get("metadata")
+    if not isinstance(meta, Mapping):
+        problems.append("metadata is missing" if meta is None else "metadata must be a mapping")
+    else:
+        name = meta.get("name")
+        if not isinstance(name, str) or not name:
+            hint = " (generateName is not supported: driftd must know the name)" if "generateName" in meta else ""
+            problems.append(("metadata.name is missing" if name is None else "metadata.name must be a non-empty string")
+                            + hint)
+        ns = meta.get("namespace")
+        if ns is not None and not isinstance(ns, str):
+            problems.append("metadata.namespace must be a string")
+    return "; ".join(problems)
+
+
+def _describe(v: Mapping[str, Any]) -> str:
+    kind = v.get("kind") if isinstance(v.get("kind"), str) else "object"
+    meta = v.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return f"{kind} {name}" if isinstance(name, str) and name else str(kind)
+
+
+def manifests_from_files(files: Mapping[str, Parsed], rendered: Mapping[str, Parsed], *,
+                         namespace: str) -> tuple[tuple[DesiredObject, ...], tuple[DesiredStateError, ...]]:
+    """Objects of plain files (path -> parsed) and of kustomize renderings (kustomization file -> parsed output)."""
+    out = ManifestSet(namespace=namespace)
+    for kfile in sorted(rendered):
+        p = rendered[kfile]
+        if p.error:
+            out.errors.append(p.error)
+        else:
+            out.add_documents(p.documents, kfile)
+    dirs = [k.rpartition("/")[0] for k in rendered]
+    for path in sorted(files):
+        if not is_manifest_path(path) or under_any(path, dirs):
+            continue
+        p = files[path]
+        if p.error:
+            out.errors.append(p.error)
+        else:
+            out.add_documents(p.documents, path)
+    return tuple(out.objects), tuple(out.errors)
+
