@@ -112,10 +112,10 @@ def make_app(status: StatusView) -> web.Application:
 async def serve(settings: DaemonSettings, status: StatusView, *,
                 task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled. ``task_status.started()`` once the port is bound (bind errors raise)."""
-    runner = web.AppRunner(make_app(status), access_log=None, handle_signals=False)
+    runner = web.AppRunner(make_app(status), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.listen_host, settings.listen_port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
         try:
             await site.start()
         except OSError as e:
