@@ -357,9 +357,10 @@ class RepositoryCache:
     async def read_blobs(self, blobs: Iterable[str]) -> dict[str, bytes]:
         """Bytes of the given blob ids (for files a caller skipped with ``known`` but now needs)."""
         ids = list(blobs)
-        return await anyio.to_thread.run_sync(self._read_blobs_sync, ids, limiter=self._limiter)
+        return await anyio.to_thread.run_sync(self.read_blobs_sync, ids, limiter=self._limiter)
 
-    def _read_blobs_sync(self, ids: list[str]) -> dict[str, bytes]:
+    def read_blobs_sync(self, ids: list[str]) -> dict[str, bytes]:
+        """read_blobs for callers already in a worker thread."""
         with self._repo() as repo:
             out = {}
             for i in ids:
