@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--target", choices=("kubernetes", "aws"), help="only this kind of target")
     c.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
     c.add_argument("--output", "-o", choices=("text", "json"), default="text")
-    cmd("validate", "check the config and that every environment's desired state parses; exit 0 or 2")
+    c = cmd("validate", "check the config and that every environment's desired state parses; exit 0 or 2")
+    c.add_argument("--config-only", action="store_true",
+                   help="check the config file only; do not fetch repositories or parse desired state")
     c = cmd("history", "show the audit trail")
     c.add_argument("--env", metavar="NAME")
     c.add_argument("--object", metavar="KIND/[NAMESPACE/]NAME", help="only events about this object")
@@ -77,7 +79,8 @@ def _dispatch(args: argparse.Namespace, config: object) -> int:
     if args.command == "validate":
         from .engine.validate import validate
 
-        problems = validate(config)
+        problems = validate(config, config_only=args.config_only,
+                            warn=lambda w: print(f"warning: {w}", file=sys.stderr))
         for p in problems:
             print(p, file=sys.stderr)
         if problems:
