@@ -1,0 +1,153 @@
+"""``driftd check`` and ``driftd sync``: one pass, then exit.
+
+``check`` is read-only: it changes nothing live and writes nothing to the state store (it may
+run as a CI user without access to ``state_dir``), but reads the inventory when it can, to find
+orphans. ``sync`` reverts every reportable drift regardless of the environment's mode, windows
+and brakes (an operator asked), honours per-object ``observe``/``disabled`` and the empty-state
+guard, prunes where the environment allows it, and records what it did in the audit trail.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TextIO
+
+import anyio
+
+from ..config import Config, EnvironmentSettings
+from ..errors import DriftdError
+from ..log import get_logger
+from ..model import EnvironmentReport, Report, Status, TargetKind
+from ..state import StateError, StateStore, db_path
+from .reconciler import EnvRuntime, PassKind, Reconciler, utcnow
+from .scheduler import Sources, TargetPool, aws_context, load_error
+
+log = get_logger("driftd.engine")
+
+
+class Progress:
+    """One status line on stderr while a long CLI pass runs; silent when stderr is not a terminal."""
+
+    def __init__(self, total: int, out: TextIO | None = None) -> None:
+        self.out = out or sys.stderr
+        self.enabled = self.out.isatty()
+        self.total = total
+        self.done = 0
+
+    def step(self, what: str) -> None:
+        if self.enabled:
+            self.out.write(f"\r\033[K[{self.done}/{self.total}] {what}")
+            self.out.flush()
+
+    def advance(self) -> None:
+        self.done += 1
+
+    def close(self) -> None:
+        if self.enabled:
+            self.out.write("\r\033[K")
+            self.out.flush()
+
+
+@asynccontextmanager
+async def _open_store(config: Config, *, write: bool) -> AsyncIterator[StateStore | None]:
+    if not write and not db_path(config.daemon.state_dir).exists():
+        yield None
+        return
+    try:
+        cm = StateStore.open(config.daemon.state_dir)
+        store = await cm.__aenter__()
+    except (StateError, OSError) as e:
+        log.warning("state.unavailable", path=str(config.daemon.state_dir), error=str(e),
+                    hint="nothing is recorded" if write else "orphans cannot be detected")
+        yield None
+        return
+    try:
+        yield store
+    finally:
+        await cm.__aexit__(None, None, None)
+
+
+async def _one_env(config: Config, env: EnvironmentSettings, sources: Sources, pool: TargetPool,
+                   reconciler: Reconciler, target: TargetKind | None, pass_kind: str,
+                   dry_run: bool | None, progress: Progress) -> EnvironmentReport:
+    rt = EnvRuntime(env)
+    progress.step(f"{env.name}: fetching {env.repository}")
+    try:
+        await sources.fetch(env.repository)
+    except DriftdError as e:
+        log.warning("source.fetch_failed", env=env.name, repository=env.repository, error=str(e))
+    result = await sources.load(env, **aws_context(config, env))
+    if result.state is None:
+        rt.desired_error = load_error(result)
+        return await reconciler.publish(rt)
+    rt.set_desired(result.state)
+    for kind, name in pool.names(env):
+        if target is not None and kind is not target:
+            continue
+        progress.step(f"{env.name}: {pass_kind} {kind} {name}")
+        try:
+            pt = pool.get(kind, name)
+            async with pt.limiter:
+                await reconciler.pass_target(rt, pt.target, pass_kind=pass_kind, dry_run=dry_run)
+        except DriftdError as e:
+            rt.view(kind).error = f"{kind}: {e}"
+        except Exception as e:  # one broken target never stops the others
+            log.exception("check.crashed", env=env.name, target=str(kind))
+            rt.view(kind).error = f"{kind}: internal error: {type(e).__name__}: {e}"
+    return await reconciler.publish(rt)
+
+
+async def _run(config: Config, envs: Sequence[EnvironmentSettings], target: TargetKind | None, pass_kind: str,
+               dry_run: bool | None) -> Report:
+    sources = Sources(config)
+    pool = TargetPool(config)
+    progress = Progress(len(envs))
+    reports: dict[str, EnvironmentReport] = {}
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(_open_store(config, write=pass_kind == PassKind.SYNC))
+        stack.push_async_callback(pool.aclose)
+        actor = f"cli:{_user()}" if pass_kind == PassKind.SYNC else "driftd"
+        # CHECK passes only read the inventory from the store; they return before recording.
+        reconciler = Reconciler(store, actor=actor)
+        limiter = anyio.CapacityLimiter(8)
+
+        async def one(env: EnvironmentSettings) -> None:
+            async with limiter:
+                try:
+                    reports[env.name] = await _one_env(config, env, sources, pool, reconciler, target, pass_kind,
+                                                       dry_run, progress)
+                except Exception as e:
+                    log.exception("check.crashed", env=env.name)
+                    reports[env.name] = EnvironmentReport(env.name, None, Status.ERROR,
+                                                          error=f"internal error: {type(e).__name__}: {e}",
+                                                          checked_at=utcnow())
+                progress.advance()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for env in envs:
+                    tg.start_soon(one, env)
+        finally:
+            progress.close()
+    return Report(tuple(reports[e.name] for e in envs))
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def run_check(config: Config, envs: Sequence[str] = (), target: TargetKind | None = None) -> Report:
+    """Read-only pass over the named environments (all when empty)."""
+    chosen = [e for e in config.environments if not envs or e.name in envs]
+    return anyio.run(_run, config, chosen, target, PassKind.CHECK, None)
+
+
+def run_sync(config: Config, env: str, target: TargetKind | None = None, dry_run: bool = False) -> Report:
+    """Bring ``env`` back to Git once, on every target it has (or only ``target``)."""
+    return anyio.run(_run, config, [config.environment(env)], target, PassKind.SYNC, dry_run)

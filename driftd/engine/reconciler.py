@@ -1,0 +1,329 @@
+"""One pass for one environment and target: check, decide, revert where allowed, record, report.
+
+``EnvRuntime`` is the in-memory view of an environment between passes (its desired state, the
+drifts of each target, what it reverted lately); an event-driven pass over a few objects updates it
+in place, so the report always covers the whole environment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import anyio
+
+from .. import metrics
+from ..config import EnvironmentSettings
+from ..errors import DriftdError
+from ..log import get_logger
+from ..model import (
+    Action,
+    DesiredState,
+    Drift,
+    DriftKind,
+    EnvironmentReport,
+    ObjectMode,
+    ResourceKey,
+    Status,
+    TargetKind,
+    TargetResult,
+)
+from ..policy.brakes import RevertHistory
+from ..policy.decide import EnvCounts, Plan, plan
+from ..policy.modes import environment_mode, object_mode_from_body, object_mode_from_metadata
+from ..state import AuditEvent, EventKind, StateStore
+from .protocols import ReportListener, Target
+
+log = get_logger("driftd.engine")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class TargetView:
+    drifts: dict[ResourceKey, Drift] = field(default_factory=dict)
+    resources: int = 0
+    error: str | None = None
+    last_success: datetime | None = None
+    checked: bool = False
+
+
+@dataclass
+class EnvRuntime:
+    """What the engine remembers about one environment between passes."""
+
+    settings: EnvironmentSettings
+    desired: DesiredState | None = None
+    desired_error: str | None = None
+    targets: dict[TargetKind, TargetView] = field(default_factory=dict)
+    history: RevertHistory = field(default_factory=lambda: RevertHistory(3600.0))
+    overrides: dict[ResourceKey, ObjectMode] = field(default_factory=dict)
+    checked_at: datetime | None = None
+    last_report: EnvironmentReport | None = None
+
+    def set_desired(self, desired: DesiredState) -> None:
+        self.desired = desired
+        self.desired_error = None
+        self.overrides = object_modes(desired)
+
+    def view(self, kind: TargetKind) -> TargetView:
+        return self.targets.setdefault(kind, TargetView())
+
+    def report(self) -> EnvironmentReport:
+        views = [self.targets[k] for k in sorted(self.targets)]
+        drifts = tuple(d for v in views for _, d in sorted(v.drifts.items()))
+        errors = [e for e in ([self.desired_error] + [v.error for v in views]) if e]
+        status = Status.ERROR if errors else (Status.DRIFTED if drifts else Status.IN_SYNC)
+        mode = environment_mode(self.settings, utcnow()).mode
+        return EnvironmentReport(
+            name=self.settings.name,
+            revision=self.desired.revision if self.desired else None,
+            status=status,
+            error="; ".join(errors) or None,
+            resources=sum(v.resources for v in views),
+            drifts=drifts,
+            mode=mode,
+            checked_at=self.checked_at,
+        )
+
+    def drifting(self) -> int:
+        """Objects that count toward a drift storm: declared or inventoried ones, not unmanaged."""
+        return sum(1 for v in self.targets.values() for d in v.drifts.values() if d.drift is not DriftKind.UNMANAGED)
+
+
+def object_modes(desired: DesiredState) -> dict[ResourceKey, ObjectMode]:
+    out: dict[ResourceKey, ObjectMode] = {}
+    for o in desired.kubernetes:
+        m = object_mode_from_body(o.body)
+        if m is not None:
+            out[o.key] = m
+    for a in desired.aws:
+        m = object_mode_from_metadata(a.metadata)
+        if m is not None:
+            out[a.key] = m
+    return out
+
+
+def declared_keys(desired: DesiredState, kind: TargetKind) -> frozenset[ResourceKey]:
+    if kind is TargetKind.KUBERNETES:
+        return frozenset(o.key for o in desired.kubernetes)
+    return frozenset(a.key for a in desired.aws)
+
+
+def prune_allowed(env: EnvironmentSettings, kind: TargetKind) -> bool:
+    return kind is TargetKind.KUBERNETES and env.kubernetes is not None and env.kubernetes.prune
+
+
+class PassKind:
+    CHECK = "check"  # read-only (driftd check)
+    DAEMON = "daemon"  # modes, windows and brakes apply
+    SYNC = "sync"  # driftd sync: revert whatever is reportable
+
+
+@dataclass(frozen=True)
+class PassResult:
+    kind: TargetKind
+    plan: Plan | None
+    drifts: tuple[Drift, ...]
+    error: str | None = None
+
+
+class Reconciler:
+    """Stateless apart from its collaborators; the per-environment memory is the EnvRuntime."""
+
+    def __init__(self, store: StateStore | None, listeners: Sequence[ReportListener] = (), *,
+                 clock: Callable[[], datetime] = utcnow, actor: str = "driftd",
+                 revert_timeout: float = 120.0) -> None:
+        self.store = store
+        self.listeners = list(listeners)
+        self.clock = clock
+        self.actor = actor
+        self.revert_timeout = revert_timeout
+
+    async def pass_target(self, rt: EnvRuntime, target: Target, *, keys: frozenset[ResourceKey] | None = None,
+                          pass_kind: str = PassKind.DAEMON, dry_run: bool | None = None) -> PassResult:
+        """One target of one environment; ``keys`` restricts it to what an event touched."""
+        env, kind = rt.settings, target.kind
+        view = rt.view(kind)
+        desired = rt.desired
+        if desired is None:
+            view.error = None
+            return PassResult(kind, None, (), rt.desired_error or "no desired state")
+        t0 = time.monotonic()
+        try:
+            inventory = await self.store.inventory(env.name, kind) if self.store else frozenset()
+            if keys is not None and hasattr(target, "check_objects"):
+                result: TargetResult = await target.check_objects(env, desired, keys, inventory=inventory)
+            else:
+                keys = None
+                result = await target.check(env, desired, inventory=inventory)
+        except DriftdError as e:
+            view.error = f"{kind}: {e}"
+            view.checked = True
+            log.warning("check.failed", env=env.name, target=str(kind), error=str(e), retryable=e.retryable)
+            raise
+        finally:
+            metrics.reconcile_duration.labels(env.name, str(kind)).observe(time.monotonic() - t0)
+        now = self.clock()
+        declared = declared_keys(desired, kind)
+        drifting_here = {d.key for d in result.drifts if d.drift is not DriftKind.UNMANAGED}
+        others = rt.drifting() - sum(1 for k, d in view.drifts.items()
+                                     if d.drift is not DriftKind.UNMANAGED and (keys is None or k in keys))
+        own = result.resources if keys is None else (view.resources or len(declared))
+        counts = EnvCounts(objects=own + sum(v.resources for k2, v in rt.targets.items() if k2 is not kind),
+                           drifting=others + len(drifting_here))
+        recent = rt.history.counts((d.key for d in result.drifts), now, env.brakes.fight_window)
+        p = plan(result.drifts, env, now, counts=counts, overrides=rt.overrides, recent_reverts=recent,
+                 desired_empty=not declared, prune_allowed=prune_allowed(env, kind),
+                 sync=pass_kind == PassKind.SYNC, dry_run=dry_run)
+        if pass_kind == PassKind.CHECK:
+            final = tuple(replace(d, action=Action.REPORTED, reason=None) if d.action is Action.SKIPPED
+                          and (d.reason or "").startswith("dry_run") else d for d in p.drifts)
+            final = tuple(replace(d, action=Action.REPORTED) if d in p.revert else d for d in final)
+            self._update_view(view, keys, final, result, now)
+            return PassResult(kind, p, final)
+
+        # From here on live systems change: finish what was started even when asked to stop,
+        # so every change made is also recorded.
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + self.revert_timeout
+            done = await self._revert(rt, target, desired, p)
+            final = done + p.would_revert + p.kept
+            for d in done:
+                metrics.reverts_total.labels(env.name, str(kind), d.key.kind, str(d.action)).inc()
+                if d.action is Action.REVERTED:
+                    rt.history.record(d.key, now)
+                    log.info("drift.reverted", env=env.name, object=str(d.key), drift=str(d.drift))
+                elif d.action is Action.REVERT_FAILED:
+                    log.warning("drift.revert_failed", env=env.name, object=str(d.key), reason=d.reason)
+            brake_events = [AuditEvent(now, env.name, EventKind.BRAKE, b.key, desired.revision,
+                                       reason=f"{b.brake}: {b.detail}", actor=self.actor) for b in p.brakes]
+            inventory_update = None
+            if keys is None and not result.errors and declared:
+                # Orphans still live stay in the inventory until pruned, so they are not forgotten.
+                still = {d.key for d in final if d.drift is DriftKind.ORPHANED and d.action is not Action.REVERTED}
+                inventory_update = declared | still
+            if self.store is not None:
+                out = await self.store.record_pass(env.name, kind, desired.revision, now, final, scope=keys,
+                                                   events=brake_events, inventory=inventory_update)
+                for k in out.opened:
+                    log.info("drift.detected", env=env.name, object=str(k))
+                for k in out.resolved:
+                    log.info("drift.resolved", env=env.name, object=str(k))
+            for b in p.brakes:
+                log.warning("brake.engaged", env=env.name, brake=str(b.brake), detail=b.detail,
+                            object=str(b.key) if b.key else None)
+                for listener in self.listeners:
+                    await _safe(listener.safety_brake(env, str(b.brake), b.detail, key=b.key))
+        self._update_view(view, keys, final, result, now)
+        return PassResult(kind, p, final)
+
+    async def _revert(self, rt: EnvRuntime, target: Target, desired: DesiredState, p: Plan) -> tuple[Drift, ...]:
+        if not p.revert:
+            return ()
+        try:
+            out = await target.revert(rt.settings, desired, p.revert, dry_run=False)
+        except DriftdError as e:
+            return tuple(replace(d, action=Action.REVERT_FAILED, reason=str(e)) for d in p.revert)
+        got = {d.key: d for d in out}
+        # A target that forgot one is treated as a failure, never as success.
+        return tuple(got.get(d.key) or replace(d, action=Action.REVERT_FAILED, reason="no answer from the target")
+                     for d in p.revert)
+
+    def _update_view(self, view: TargetView, keys: frozenset[ResourceKey] | None, final: Sequence[Drift],
+                     result: TargetResult, now: datetime) -> None:
+        if keys is None:
+            view.drifts = {d.key: d for d in final}
+            view.resources = result.resources
+        else:
+            for k in keys:
+                view.drifts.pop(k, None)
+            view.drifts.update({d.key: d for d in final})
+        view.error = "; ".join(result.errors[:3]) + (f" (+{len(result.errors) - 3} more)"
+                                                     if len(result.errors) > 3 else "") if result.errors else None
+        view.error = None if not result.errors else f"{result.target}: {view.error}"
+        view.last_success = now
+        view.checked = True
+
+    async def publish(self, rt: EnvRuntime) -> EnvironmentReport:
+        """Build the environment's report, update the metrics and tell the listeners."""
+        rt.checked_at = self.clock()
+        report = rt.report()
+        rt.last_report = report
+        update_metrics(rt, report)
+        for listener in self.listeners:
+            await _safe(listener.environment_checked(rt.settings, report))
+        return report
+
+
+async def _safe(aw: object) -> None:
+    try:
+        await aw  # type: ignore[misc]
+    except Exception:  # a listener must not raise; if it does, it must not stop the engine
+        log.exception("listener.failed")
+
+
+_last_labels: dict[str, tuple[set[tuple[str, ...]], set[tuple[str, ...]], tuple[str, str] | None,
+                              str | None]] = {}
+
+
+def update_metrics(rt: EnvRuntime, report: EnvironmentReport) -> None:
+    """The engine's gauges for one environment; stale label sets are removed."""
+    name = rt.settings.name
+    old_drift, old_managed, old_info, old_rev = _last_labels.get(name, (set(), set(), None, None))
+    drift_counts: dict[tuple[str, ...], int] = {}
+    lk: tuple[str, ...]
+    for d in report.drifts:
+        lk = (name, str(d.key.target), d.key.kind, str(d.drift))
+        drift_counts[lk] = drift_counts.get(lk, 0) + 1
+    for lk in old_drift - drift_counts.keys():
+        metrics.drifted_resources.remove(*lk)
+    for lk, n in drift_counts.items():
+        metrics.drifted_resources.labels(*lk).set(n)
+    managed: dict[tuple[str, ...], int] = {}
+    if rt.desired is not None:
+        for o in rt.desired.kubernetes:
+            lk = (name, "kubernetes", o.key.kind)
+            managed[lk] = managed.get(lk, 0) + 1
+        for a in rt.desired.aws:
+            lk = (name, "aws", a.key.kind)
+            managed[lk] = managed.get(lk, 0) + 1
+    for lk in old_managed - managed.keys():
+        metrics.managed_resources.remove(*lk)
+    for lk, n in managed.items():
+        metrics.managed_resources.labels(*lk).set(n)
+    info = (str(report.mode or rt.settings.mode), str(report.status))
+    if old_info is not None and old_info != info:
+        metrics.environment_info.remove(name, *old_info)
+    metrics.environment_info.labels(name, *info).set(1)
+    rev = report.revision
+    if old_rev is not None and old_rev != rev:
+        metrics.source_revision_info.remove(name, old_rev)
+    if rev is not None:
+        metrics.source_revision_info.labels(name, rev).set(1)
+    _last_labels[name] = (set(drift_counts), set(managed), info, rev)
+
+
+def forget_metrics(name: str) -> None:
+    """An environment left the config: drop its series."""
+    old = _last_labels.pop(name, None)
+    if old is None:
+        return
+    for lk in old[0]:
+        metrics.drifted_resources.remove(*lk)
+    for lk in old[1]:
+        metrics.managed_resources.remove(*lk)
+    if old[2] is not None:
+        metrics.environment_info.remove(name, *old[2])
+    if old[3] is not None:
+        metrics.source_revision_info.remove(name, old[3])
+
+
+def views_summary(views: Mapping[TargetKind, TargetView]) -> dict[str, object]:
+    return {str(k): {"resources": v.resources, "drifts": len(v.drifts), "error": v.error,
+                     "last_success": v.last_success.isoformat() if v.last_success else None}
+            for k, v in views.items()}
