@@ -184,8 +184,15 @@ def additions(live: Mapping[str, Any], declared: Mapping[str, Any] | None, human
             prev = found.get(p)
             if prev is None or (e.time and (prev.time is None or e.time > prev.time)):
                 found[p] = Addition(p, ptr, value, e.manager, e.time)
-    # Keep the shallowest: drop paths below another addition.
-    out = [a for a in found.values() if not any(a.path[:i] in found for i in range(1, len(a.path)))]
+    # One addition per unit: a list, or a list item, is reported whole (an added env var is one
+    # addition, not three); a map is reported key by key (each added annotation on its own).
+    def is_map(a: Addition) -> bool:
+        return a.path[-1].startswith("f:") and isinstance(a.value, Mapping)
+
+    units = {p for p, a in found.items() if not is_map(a)}
+    out = [a for a in found.values()
+           if not any(a.path[:i] in units for i in range(1, len(a.path)))
+           and not (is_map(a) and any(len(q) > len(a.path) and q[:len(a.path)] == a.path for q in found))]
     return sorted(out, key=lambda a: a.pointer)
 
 
