@@ -117,6 +117,15 @@ async def supervise(status: _Status, notifier: Notifier | None = None, *,
     task_status.started()
     if not n.enabled:
         await anyio.sleep_forever()
+    try:
+        await _supervise(status, n, healthy, interval, environ)
+    finally:
+        if notifier is None:
+            n.close()
+
+
+async def _supervise(status: _Status, n: Notifier, healthy: Callable[[], bool], interval: float,
+                     environ: dict[str, str] | None) -> None:
     wd = watchdog_interval(environ)
     step = min(interval, wd) if wd else interval
     ready_sent = False
