@@ -105,12 +105,14 @@ async def test_corpus_clean_sync_then_zero_drift_even_after_hpa_scales(sandbox: 
         assert all(d.action is Action.REVERTED for d in reverted), reverted
         r = await t.check(env, ds, inventory=frozenset())
         assert r.resources == len(docs) == 17
-        assert r.drifts == () and r.errors == ()
+        assert r.drifts == ()
+        assert r.errors == ()
         # An HPA scales through the scale subresource, as kube-controller-manager.
         sandbox.kubectl("patch", "deployment", "podinfo", "-n", "default", "--subresource=scale", "--type=merge",
                         "-p", '{"spec":{"replicas":3}}', "--field-manager=kube-controller-manager")
         r = await t.check(env, ds, inventory=frozenset())
-        assert r.drifts == () and r.errors == ()
+        assert r.drifts == ()
+        assert r.errors == ()
         await sync(t, env, ds)
         assert sandbox.kubectl_json("get", "deployment", "podinfo", "-n", "default")["spec"]["replicas"] == 3
     finally:
@@ -174,28 +176,37 @@ async def test_out_of_band_changes_detected_attributed_and_reverted(sandbox: Any
         c = change(d, "/spec/replicas")
         assert (c.expected, c.actual, c.changed_by) == (1, 3, "kubectl")
         c = change(d, "/spec/template/spec/containers/0/env")
-        assert c.op is ChangeOp.ADD and c.actual == [{"name": "ADDED_VAR", "value": "1"}]
-        assert c.changed_by == "kubectl-set" and c.changed_at is not None
+        assert c.op is ChangeOp.ADD
+        assert c.actual == [{"name": "ADDED_VAR", "value": "1"}]
+        assert c.changed_by == "kubectl-set"
+        assert c.changed_at is not None
         d = by(r, "Deployment", "podinfo")
         c = change(d, "/spec/template/spec/containers/0/image")
-        assert c.actual == "ghcr.io/stefanprodan/podinfo:6.0.0" and c.changed_by == "kubectl-set"
+        assert c.actual == "ghcr.io/stefanprodan/podinfo:6.0.0"
+        assert c.changed_by == "kubectl-set"
         c = change(d, "/metadata/annotations/incident")
-        assert c.op is ChangeOp.ADD and c.changed_by == "kubectl-annotate"
+        assert c.op is ChangeOp.ADD
+        assert c.changed_by == "kubectl-annotate"
         c = change(d, "/spec/template/spec/containers/0/resources/limits/memory")
         assert (c.expected, c.actual, c.changed_by) == ("512Mi", "1Gi", "kubectl-edit")
         assert not [x for x in d.changes if "note" in x.path], "ignored annotation reported"
         d = by(r, "Service", "kube-state-metrics")
         c = change(d, "/metadata/labels/team")
-        assert c.op is ChangeOp.ADD and c.changed_by == "kubectl-label"
+        assert c.op is ChangeOp.ADD
+        assert c.changed_by == "kubectl-label"
         c = change(d, "/metadata/labels/app.kubernetes.io~1version")
-        assert c.op is ChangeOp.REMOVE and c.expected == "2.20.0" and c.changed_by == "kubectl-label"
+        assert c.op is ChangeOp.REMOVE
+        assert c.expected == "2.20.0"
+        assert c.changed_by == "kubectl-label"
         c = change(by(r, "Service", "podinfo"), "/spec/ports/0/targetPort")
         assert (c.expected, c.actual, c.changed_by) == ("http", 8080, "kubectl-patch")
         d = by(r, "ConfigMap", "app-config")
         assert [x.path for x in d.changes] == ["/data/LOG_LEVEL"]  # TUNING is ignored by annotation
         d = by(r, "Secret", "app-secret")
         c = change(d, "/data/password")
-        assert c.expected == REDACTED and c.actual == REDACTED and c.changed_by == "kubectl-patch"
+        assert c.expected == REDACTED
+        assert c.actual == REDACTED
+        assert c.changed_by == "kubectl-patch"
         assert by(r, "ServiceAccount", "kube-state-metrics").drift is DriftKind.MISSING
         assert by(r, "ConfigMap", "stray").drift is DriftKind.UNMANAGED
         assert by(r, "ConfigMap", "old-config").drift is DriftKind.ORPHANED
@@ -217,7 +228,8 @@ async def test_out_of_band_changes_detected_attributed_and_reverted(sandbox: Any
         ksm = sandbox.kubectl_json("get", "deployment", "kube-state-metrics", "-n", ns)
         assert "env" not in ksm["spec"]["template"]["spec"]["containers"][0]
         svc = sandbox.kubectl_json("get", "service", "kube-state-metrics", "-n", ns)
-        assert "team" not in svc["metadata"]["labels"] and svc["metadata"]["labels"]["app.kubernetes.io/version"]
+        assert "team" not in svc["metadata"]["labels"]
+        assert svc["metadata"]["labels"]["app.kubernetes.io/version"]
         pod = sandbox.kubectl_json("get", "deployment", "podinfo", "-n", ns)
         assert pod["metadata"]["annotations"]["ops.example.com/note"] == "ignored"  # ignored: untouched
         assert "incident" not in pod["metadata"]["annotations"]
@@ -272,7 +284,8 @@ async def test_prune_refusals(sandbox: Any, k8s_namespace: str) -> None:
         empty = DesiredState("rev3", ())
         r = await t.check(env_for(ns, prune=True, prune_max_fraction=1.0), empty, inventory=inv)
         out = await t.revert(env_for(ns, prune=True, prune_max_fraction=1.0), empty, r.drifts)
-        assert len(out) == 3 and all("empty" in (x.reason or "") for x in out)
+        assert len(out) == 3
+        assert all("empty" in (x.reason or "") for x in out)
         assert len(sandbox.kubectl_json("get", "configmaps", "-n", ns, "-l", "!x")["items"]) >= 3
     finally:
         await t.aclose()
