@@ -14,7 +14,7 @@ LINT_PATHS := $(wildcard driftd tests bench)
 SANDBOX_DIR ?= .sandbox
 PYTEST_ARGS ?=
 
-.PHONY: test lint pytest kube-bins demo sandbox-up sandbox-down sandbox-status bench clean-venv
+.PHONY: test lint pytest kube-bins demo sandbox-up sandbox-down sandbox-status bench lock clean-venv
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,15 @@ sandbox-status: $(STAMP)
 
 bench: $(STAMP) kube-bins
 	@if [ -d bench ]; then $(PY) -m bench $(BENCH_ARGS); else echo "make: no bench/ yet" >&2; exit 1; fi
+
+# Re-resolve requirements.lock from pyproject.toml in a throw-away venv.
+lock:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  $(PYTHON) -m venv "$$tmp/venv" && "$$tmp/venv/bin/pip" install -q '.[dev]' && \
+	  { echo "# Pinned set resolved on Python $$("$$tmp/venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])'); aioboto3 pins aiobotocore which pins botocore/boto3, so they move together."; \
+	    echo "# Regenerate: make lock"; \
+	    "$$tmp/venv/bin/pip" freeze --exclude-editable | grep -v '^driftd[= @]'; } > requirements.lock.tmp && \
+	  mv requirements.lock.tmp requirements.lock
 
 clean-venv:
 	rm -rf $(VENV)
