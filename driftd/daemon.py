@@ -1,0 +1,404 @@
+"""``driftd run``: the long-running process.
+
+Structured concurrency: one root task group holds the signal handler, the HTTP server, the
+alert notifier, systemd supervision, retention, one loop per repository and one worker per
+environment. Each worker owns its environment's runtime and runs its passes one at a time, so
+passes of one environment never overlap; workers of different environments run concurrently,
+bounded per cluster / account by the target pool's limiters and for git by the sources' limiter.
+
+Triggers of a pass: a new revision of the environment's branch (at once), Kubernetes informer
+events for objects the environment declares, inventoried or watches (debounced ~200 ms), the
+periodic full resync (``kubernetes.resync_interval``), the AWS poll (``interval`` with jitter), and
+retries after a failure (capped exponential backoff; other environments are not affected).
+
+Signals: SIGTERM/SIGINT drain (in-flight reverts finish and are recorded, bounded by
+``daemon.shutdown_timeout``) then exit 0. SIGHUP reloads the config file: an invalid file is
+logged with its reasons and the old config keeps running; otherwise environments are added,
+removed or restarted, and the caches of repositories and targets that did not change are kept.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import anyio
+import anyio.abc
+
+from . import metrics
+from .config import Config, EnvironmentSettings, load_config
+from .engine.protocols import ReportListener
+from .engine.reconciler import EnvRuntime, Reconciler, declared_keys, forget_metrics, utcnow
+from .engine.scheduler import Backoff, PooledTarget, Sources, TargetPool, aws_context, jitter, load_error
+from .engine.status import EngineStatus
+from .errors import ConfigErrors, DriftdError
+from .log import get_logger
+from .model import Action, ResourceKey, TargetKind
+from .state import StateError, StateStore
+
+log = get_logger("driftd.daemon")
+
+DEBOUNCE = 0.2
+RETENTION_EVERY = 3600.0
+
+
+@dataclass
+class Worker:
+    """One environment: its runtime, its pending triggers, its task's cancel scope."""
+
+    settings: EnvironmentSettings
+    rt: EnvRuntime
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    revision_due: bool = True
+    dirty: dict[TargetKind, set[ResourceKey]] = field(default_factory=dict)
+    first_event: float | None = None
+    full_due: set[TargetKind] = field(default_factory=set)
+    watched: frozenset[ResourceKey] = frozenset()  # declared or inventoried Kubernetes keys
+    watch_scope: anyio.CancelScope | None = None
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    def new_revision(self) -> None:
+        self.revision_due = True
+        self.poke()
+
+    def changed(self, kind: TargetKind, key: ResourceKey) -> None:
+        self.dirty.setdefault(kind, set()).add(key)
+        if self.first_event is None:
+            self.first_event = time.monotonic()
+        self.poke()
+
+    def concerns(self, key: ResourceKey) -> bool:
+        ks = self.settings.kubernetes
+        return key in self.watched or (ks is not None and key.namespace in ks.watch_namespaces)
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sources = Sources(config)
+        self.pool = TargetPool(config)
+        self.workers: dict[str, Worker] = {}
+        self.status = EngineStatus(lambda: [w.rt for w in self.workers.values()])
+        self.listeners: list[ReportListener] = []
+        self.store: StateStore | None = None
+        self.reconciler: Reconciler | None = None
+        self.repo_scopes: dict[str, anyio.CancelScope] = {}
+        self.repo_wake: dict[str, anyio.Event] = {}
+        self.tg: anyio.abc.TaskGroup | None = None
+        self._dispatch: dict[tuple[TargetKind, str], Callable[[ResourceKey], None]] = {}
+        self._systemd: object | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def main(self) -> int:
+        try:
+            async with StateStore.open(self.config.daemon.state_dir) as store:
+                self.store = store
+                return await self._run(store)
+        except StateError as e:
+            log.error("daemon.state_unavailable", error=str(e))
+            return 2
+
+    async def _run(self, store: StateStore) -> int:
+        shutdown = self.config.daemon.shutdown_timeout
+        self.reconciler = Reconciler(store, self.listeners, revert_timeout=max(1.0, shutdown * 0.8))
+        code = 0
+        async with anyio.create_task_group() as root:
+            self.tg = root
+            root.start_soon(self._signals, root.cancel_scope)
+            try:
+                await self._start_faces(root)
+            except DriftdError as e:
+                log.error("daemon.start_failed", error=str(e))
+                root.cancel_scope.cancel()
+                return 2
+            root.start_soon(self._retention)
+            self._apply(self.config, first=True)
+            self.status.config_loaded = True
+            log.info("daemon.started", environments=len(self.config.environments),
+                     repositories=len(self.sources.caches))
+        # Here every task has stopped: shielded reverts finished and were recorded.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(shutdown):
+            await self.pool.aclose()
+            for listener in self.listeners:
+                close = getattr(listener, "aclose", None)
+                if close is not None:
+                    await close()
+        log.info("daemon.stopped")
+        return code
+
+    async def _start_faces(self, root: anyio.abc.TaskGroup) -> None:
+        """The alerting engineer's pieces, each optional: HTTP server, Alertmanager, systemd."""
+        try:
+            from .alerting import AlertNotifier
+        except ImportError:
+            AlertNotifier = None  # type: ignore[misc,assignment]
+        if AlertNotifier is not None and self.config.alertmanager.urls:
+            notifier = AlertNotifier(self.config.alertmanager, self.config.daemon)
+            self.listeners.append(notifier)
+            root.start_soon(notifier.run)
+        try:
+            from .server import serve
+        except ImportError:
+            serve = None  # type: ignore[assignment]
+        if serve is not None:
+            await root.start(serve, self.config.daemon, self.status)
+        try:
+            from . import systemd
+        except ImportError:
+            return
+        self._systemd = systemd.Notifier.from_env()
+        root.start_soon(systemd.supervise, self.status, self._systemd)
+
+    def _notify_systemd(self, what: str) -> None:
+        n = self._systemd
+        fn = getattr(n, what, None) if n is not None else None
+        if fn is not None:
+            fn()
+
+    async def _signals(self, root: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for sig in sigs:
+                if sig == signal.SIGHUP:
+                    await self._reload()
+                    continue
+                log.info("daemon.stopping", signal=signal.Signals(sig).name)
+                self._notify_systemd("stopping")
+                root.cancel()
+                return
+
+    async def _reload(self) -> None:
+        self._notify_systemd("reloading")
+        try:
+            new = await anyio.to_thread.run_sync(load_config, self.config.path)
+        except ConfigErrors as e:
+            log.error("config.reload_rejected", path=str(self.config.path), reason=str(e),
+                      errors=[str(x) for x in e.errors])
+            self._notify_systemd("ready")
+            return
+        await self.pool.update(new)
+        old = self.config
+        self.config = new
+        self.sources.update(new)
+        removed = [n for n in self.workers if n not in {e.name for e in new.environments}]
+        for name in removed:
+            w = self.workers.pop(name)
+            w.scope.cancel()
+            forget_metrics(name)
+            if self.store is not None:
+                await self.store.close_environment(name, utcnow(), "environment removed from the config")
+        self._apply(new, first=False)
+        log.info("config.reloaded", path=str(new.path), environments=len(new.environments),
+                 removed=removed, previous=len(old.environments))
+        self._notify_systemd("ready")
+
+    def _apply(self, config: Config, *, first: bool) -> None:
+        """Start what is new, restart what changed; repository loops follow their environments."""
+        assert self.tg is not None
+        for env in config.environments:
+            w = self.workers.get(env.name)
+            if w is not None and w.settings == env:
+                continue
+            if w is not None:
+                w.scope.cancel()
+            w = Worker(env, EnvRuntime(env))
+            self.workers[env.name] = w
+            self.tg.start_soon(self._worker, w)
+        wanted = {env.repository for env in config.environments}
+        for name in list(self.repo_scopes):
+            if name not in wanted or name not in self.sources.caches:
+                self.repo_scopes.pop(name).cancel()
+        for name in wanted:
+            if name not in self.repo_scopes and name in self.sources.caches:
+                scope = anyio.CancelScope()
+                self.repo_scopes[name] = scope
+                self.tg.start_soon(self._repo_loop, name, scope)
+            elif not first:
+                self.repo_wake.get(name, anyio.Event()).set()
+
+    # --- repositories ----------------------------------------------------------------------
+
+    async def _repo_loop(self, name: str, scope: anyio.CancelScope) -> None:
+        backoff = Backoff(base=2.0, cap=300.0)
+        with scope:
+            while True:
+                cache = self.sources.caches.get(name)
+                if cache is None:
+                    return
+                delay = jitter(cache.settings.poll_interval)
+                try:
+                    result = await self.sources.fetch(name)
+                    backoff.reset()
+                    for w in self._envs_of(name):
+                        if w.rt.desired is None or w.settings.branch in result.changed \
+                                or w.settings.branch in result.removed:
+                            w.new_revision()
+                except (DriftdError, TimeoutError) as e:
+                    delay = min(delay, backoff.next_delay())
+                    log.warning("source.fetch_failed", repository=name, error=str(e), retry_in=round(delay, 1))
+                    for w in self._envs_of(name):
+                        if w.rt.desired is None:  # never loaded: show the error; else keep the last good
+                            w.new_revision()
+                wake = self.repo_wake[name] = anyio.Event()
+                with anyio.move_on_after(delay):
+                    await wake.wait()
+
+    def _envs_of(self, repository: str) -> list[Worker]:
+        return [w for w in self.workers.values() if w.settings.repository == repository]
+
+    # --- environments ----------------------------------------------------------------------
+
+    async def _worker(self, w: Worker) -> None:
+        env = w.settings
+        backoff = Backoff(base=1.0, cap=300.0)
+        store = self.store
+        assert store is not None
+        assert self.reconciler is not None
+        since = utcnow() - timedelta(seconds=env.brakes.fight_window)
+        w.rt.history.horizon = env.brakes.fight_window
+        with w.scope:
+            try:
+                w.rt.history.seed(await store.revert_times(env.name, since))
+            except StateError as e:
+                log.warning("state.read_failed", env=env.name, error=str(e))
+            async with anyio.create_task_group() as tg:
+                next_full: dict[TargetKind, float] = {}
+                while True:
+                    now = time.monotonic()
+                    due = [k for k, t in next_full.items() if t <= now]
+                    if not w.revision_due and not w.dirty and not due and not w.full_due:
+                        timeout = max(0.05, min(next_full.values(), default=now + 3600) - now)
+                        w.wake = anyio.Event()
+                        with anyio.move_on_after(timeout):
+                            await w.wake.wait()
+                        continue
+                    if w.dirty and not w.revision_due:
+                        await anyio.sleep(DEBOUNCE)  # let a burst of events settle into one pass
+                    try:
+                        await self._cycle(w, tg, next_full)
+                        backoff.reset()
+                    except Exception as e:
+                        delay = backoff.next_delay()
+                        if not isinstance(e, DriftdError):
+                            log.exception("env.crashed", env=env.name)
+                        log.warning("env.failed", env=env.name, error=str(e), retry_in=round(delay, 1))
+                        await self.reconciler.publish(w.rt)
+                        w.wake = anyio.Event()
+                        with anyio.move_on_after(delay):
+                            await w.wake.wait()  # a new revision retries at once
+
+    async def _cycle(self, w: Worker, tg: anyio.abc.TaskGroup, next_full: dict[TargetKind, float]) -> None:
+        env, rt = w.settings, w.rt
+        assert self.reconciler is not None
+        assert self.store is not None
+        full: set[TargetKind] = set(w.full_due)
+        w.full_due.clear()
+        now = time.monotonic()
+        full |= {k for k, t in next_full.items() if t <= now}
+        if w.revision_due:
+            w.revision_due = False
+            result = await self.sources.load(env, **aws_context(self.config, env))
+            if result.state is None:
+                rt.desired_error = load_error(result)
+                log.warning("desired.load_failed", env=env.name, revision=result.revision, error=rt.desired_error)
+                await self.reconciler.publish(rt)
+                return
+            changed = rt.desired is None or rt.desired.revision != result.state.revision or rt.desired_error
+            rt.set_desired(result.state)
+            if changed:
+                log.info("desired.loaded", env=env.name, revision=result.state.revision,
+                         kubernetes=len(result.state.kubernetes), aws=len(result.state.aws))
+                full |= {k for k, _ in self.pool.names(env)}
+                await self._rewatch(w, tg)
+        if rt.desired is None or rt.desired_error:
+            return
+        dirty, w.dirty = w.dirty, {}
+        first_event, w.first_event = w.first_event, None
+        for kind, name in self.pool.names(env):
+            pt = self.pool.get(kind, name)
+            keys = dirty.get(kind)
+            if kind not in full and not keys:
+                continue
+            async with pt.limiter:
+                scope = None if kind in full else frozenset(keys or ())
+                res = await self.reconciler.pass_target(rt, pt.target, keys=scope)
+            if kind is TargetKind.KUBERNETES:
+                interval = env.kubernetes.resync_interval if env.kubernetes else env.interval
+                if kind in full:
+                    w.watched = declared_keys(rt.desired, kind) | await self.store.inventory(env.name, kind)
+            else:
+                interval = env.interval
+            if kind in full:
+                next_full[kind] = time.monotonic() + jitter(interval)
+            if first_event is not None and keys and any(d.key in keys for d in res.drifts):
+                metrics.detection_latency.observe(time.monotonic() - first_event)
+            # Confirm a revert soon: Kubernetes sends the revert's own event; AWS has none.
+            if kind is TargetKind.AWS and any(d.action is Action.REVERTED for d in res.drifts):
+                next_full[kind] = time.monotonic() + 2.0
+        await self.reconciler.publish(rt)
+
+    async def _rewatch(self, w: Worker, tg: anyio.abc.TaskGroup) -> None:
+        """(Re)start the informers for this environment's Kubernetes objects at its new revision."""
+        env, rt = w.settings, w.rt
+        if env.kubernetes is None or rt.desired is None:
+            return
+        pt = self.pool.get(TargetKind.KUBERNETES, env.kubernetes.cluster)
+        watch = getattr(pt.target, "watch", None)
+        if watch is None:
+            return
+        if w.watch_scope is not None:
+            w.watch_scope.cancel()
+        w.watched = declared_keys(rt.desired, TargetKind.KUBERNETES)
+        dispatch = self._dispatcher(TargetKind.KUBERNETES, env.kubernetes.cluster)
+        scope = w.watch_scope = anyio.CancelScope()
+        desired = rt.desired
+
+        async def run(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                try:
+                    await watch(env, desired, dispatch, task_status=task_status)
+                except DriftdError as e:
+                    log.warning("watch.failed", env=env.name, error=str(e))
+                    task_status.started()
+
+        with anyio.move_on_after(60):
+            await tg.start(run)
+
+    def _dispatcher(self, kind: TargetKind, name: str) -> Callable[[ResourceKey], None]:
+        """One callback per target, shared by its environments (informers are shared too)."""
+        key = (kind, name)
+        if key not in self._dispatch:
+            def dispatch(k: ResourceKey) -> None:
+                for w in self.workers.values():
+                    if w.rt.desired is not None and any(n == key for n in self.pool.names(w.settings)) \
+                            and w.concerns(k):
+                        w.changed(kind, k)
+            self._dispatch[key] = dispatch
+        return self._dispatch[key]
+
+    # --- housekeeping ----------------------------------------------------------------------
+
+    async def _retention(self) -> None:
+        while True:
+            if self.store is not None:
+                try:
+                    n = await self.store.prune(self.config.daemon.retention, utcnow())
+                    if n:
+                        log.info("state.pruned", rows=n, retention_days=round(self.config.daemon.retention / 86400, 1))
+                except StateError as e:
+                    log.warning("state.prune_failed", error=str(e))
+            await anyio.sleep(RETENTION_EVERY)
+
+
+def run(config: Config) -> int:
+    """Run until SIGTERM/SIGINT. Returns the process exit code."""
+    return anyio.run(Daemon(config).main)
+
+
+__all__ = ["Daemon", "PooledTarget", "run"]
