@@ -240,7 +240,8 @@ class RegistryClient:
             try:
                 status, resp_headers, body = await self._send(method, url, headers, operation)
             except (aiohttp.ClientError, TimeoutError) as e:
-                if attempt >= self.max_retries:
+                # A refused or timed-out connection rarely heals within one poll: retry briefly, the next poll retries.
+                if attempt >= min(2, self.max_retries):
                     raise SourceError(f"{type(e).__name__}: {e}", subject=self._subject(repository)) from e
                 attempt += 1
                 await anyio.sleep(self._delay(attempt, None))
