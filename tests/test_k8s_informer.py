@@ -1,0 +1,106 @@
+"""Informer and watch-driven check against the real API server: restart, 410 Gone, cache use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from driftd.config import ClusterSettings, EnvironmentSettings, KubernetesEnvSettings
+from driftd.model import DesiredObject, DesiredState, DriftKind, ResourceKey, TargetKind
+from driftd.targets.kubernetes.client import connect
+from driftd.targets.kubernetes.discovery import Discovery
+from driftd.targets.kubernetes.informer import Informer
+from driftd.targets.kubernetes.target import KubernetesTarget
+from tests.sandbox import restart_kube_apiserver
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _cm(ns: str, name: str) -> DesiredObject:
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": {"k": "v"}}
+    return DesiredObject(ResourceKey(TargetKind.KUBERNETES, "ConfigMap", name, ns, "v1"), body, "t.yaml")
+
+
+async def _wait(pred: Any, timeout: float = 30.0) -> None:
+    with anyio.fail_after(timeout):
+        while not pred():
+            await anyio.sleep(0.1)
+
+
+@pytest.mark.anyio
+async def test_informer_survives_gone_and_api_server_restart(sandbox_faults: Any, k8s_namespace: str) -> None:
+    sb, ns = sandbox_faults, k8s_namespace
+    for i in range(3):
+        sb.kubectl("create", "configmap", f"c{i}", "-n", ns)
+    client = await connect(ClusterSettings("sb", kubeconfig=Path(sb.kubeconfig)))
+    events: list[tuple[str, str]] = []
+    try:
+        info = await Discovery(client).resolve("v1", "ConfigMap")
+        inf = Informer(client, info, ns, on_event=lambda t, o: events.append((t, o["metadata"]["name"])),
+                       backoff_max=1.0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(inf.run)
+            await inf.synced_event.wait()
+            assert {k[1] for k in inf.objects} >= {"c0", "c1", "c2"}
+            sb.kubectl("create", "configmap", "c3", "-n", ns)
+            await _wait(lambda: ("c3" in {k[1] for k in inf.objects}))
+            # API server restart: the watch breaks, the informer reconnects, the cache stays whole.
+            restart_kube_apiserver(sb)
+            assert inf.synced
+            assert {k[1] for k in inf.objects} >= {"c0", "c1", "c2", "c3"}
+            sb.kubectl("create", "configmap", "c4", "-n", ns)
+            await _wait(lambda: ("c4" in {k[1] for k in inf.objects}), timeout=60)
+            assert inf.reconnects >= 1
+            assert not [e for e in events if e[0] == "DELETED"]
+            tg.cancel_scope.cancel()
+        # 410 Gone: an informer resuming from a resourceVersion the server no longer keeps re-lists,
+        # swaps its cache in one step and reports only real differences (c5), never a deletion.
+        sb.kubectl("create", "configmap", "c5", "-n", ns)
+        stale = Informer(client, info, ns, on_event=lambda t, o: events.append((t, o["metadata"]["name"])))
+        stale.objects = dict(inf.objects)
+        stale.synced = True
+        stale.resource_version = "1"
+        events.clear()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stale.run)
+            await _wait(lambda: stale.relists == 1)
+            tg.cancel_scope.cancel()
+        assert {k[1] for k in stale.objects} >= {"c0", "c1", "c2", "c3", "c4", "c5"}
+        assert ("ADDED", "c5") in events
+        assert not [e for e in events if e[0] == "DELETED"]
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_watch_feeds_check_without_lists_and_reports_nothing_missing(sandbox: Any, k8s_namespace: str) -> None:
+    ns = k8s_namespace
+    ds = DesiredState("r1", tuple(_cm(ns, f"w{i}") for i in range(5)))
+    env = EnvironmentSettings("e", "repo", "main", kubernetes=KubernetesEnvSettings(cluster="sb", namespace=ns))
+    t = KubernetesTarget(ClusterSettings("sb", kubeconfig=Path(sandbox.kubeconfig)))
+    changed: list[ResourceKey] = []
+    try:
+        r = await t.check(env, ds, inventory=frozenset())
+        await t.revert(env, ds, r.drifts)
+        async with anyio.create_task_group() as tg:
+            await tg.start(t.watch, env, ds, changed.append)
+            r = await t.check(env, ds, inventory=frozenset())
+            assert r.drifts == ()
+            dry_runs = t.dry_runs
+            r = await t.check(env, ds, inventory=frozenset())
+            assert r.api_calls == 0  # informer cache, warm verdicts: no request at all
+            assert t.dry_runs == dry_runs
+            sandbox.kubectl("patch", "configmap", "w1", "-n", ns, "--type=merge", "-p", '{"data":{"k":"x"}}')
+            await _wait(lambda: any(k.name == "w1" for k in changed))
+            r = await t.check(env, ds, inventory=frozenset())
+            assert [(d.key.name, d.drift) for d in r.drifts] == [("w1", DriftKind.MODIFIED)]
+            assert r.api_calls == 1  # one dry run: only the object whose resourceVersion moved
+            tg.cancel_scope.cancel()
+    finally:
+        await t.aclose()
