@@ -27,9 +27,11 @@ def _cm(ns: str, name: str) -> DesiredObject:
     return DesiredObject(ResourceKey(TargetKind.KUBERNETES, "ConfigMap", name, ns, "v1"), body, "t.yaml")
 
 
-async def _wait(pred: Any, timeout: float = 30.0) -> None:
-    with anyio.fail_after(timeout):
-        while not pred():
+async def _wait(pred: Any, limit: float = 30.0) -> None:
+    with anyio.fail_after(limit):
+        while True:
+            if pred():
+                return
             await anyio.sleep(0.1)
 
 
@@ -55,7 +57,7 @@ async def test_informer_survives_gone_and_api_server_restart(sandbox_faults: Any
             assert inf.synced
             assert {k[1] for k in inf.objects} >= {"c0", "c1", "c2", "c3"}
             sb.kubectl("create", "configmap", "c4", "-n", ns)
-            await _wait(lambda: ("c4" in {k[1] for k in inf.objects}), timeout=60)
+            await _wait(lambda: ("c4" in {k[1] for k in inf.objects}), limit=60)
             assert inf.reconnects >= 1
             assert not [e for e in events if e[0] == "DELETED"]
             tg.cancel_scope.cancel()
