@@ -40,7 +40,7 @@ pytest: $(STAMP) kube-bins
 test: lint pytest
 
 demo: $(STAMP) kube-bins
-	$(PY) -m driftd.demo
+	$(PY) scripts/demo.py
 
 sandbox-up: $(STAMP) kube-bins
 	$(PY) -m tests.sandbox up $(SANDBOX_DIR)
