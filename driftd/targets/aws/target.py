@@ -1,0 +1,271 @@
+"""AwsTarget: one environment's AWS declarations against its account and region.
+
+A check reads each declared type in batches (all types concurrently, calls
+bounded per account), compares declared properties only, finds orphans (keys
+declared at the last revision, still live) and unmanaged resources (in the
+region and tag scope, of a type the environment declares, that nothing
+declares), and attributes modifications with CloudTrail. A read that fails
+makes its resources unknown (``TargetResult.errors``), never drift.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+
+import anyio
+
+from ...config import AwsAccountSettings, EnvironmentSettings
+from ...errors import DriftdError, TargetError
+from ...log import get_logger
+from ...model import (
+    Action,
+    AwsDeclaration,
+    DesiredState,
+    Drift,
+    DriftKind,
+    ResourceKey,
+    TargetKind,
+    TargetResult,
+)
+from . import registry
+from .attribution import Attributor
+from .base import Adapter, Ctx, Live
+from .session import AccountSession, count_calls
+
+log = get_logger(__name__)
+
+# Creation order: what others refer to comes first (a role before the function that assumes it,
+# a bucket before its policy, a zone's records last).
+CREATE_ORDER = ("AWS::IAM::Role", "AWS::EC2::SecurityGroup", "AWS::S3::Bucket", "AWS::S3::BucketPolicy",
+                "AWS::SSM::Parameter", "AWS::DynamoDB::Table", "AWS::ECR::Repository", "AWS::Lambda::Function",
+                "AWS::AutoScaling::AutoScalingGroup", "AWS::Route53::RecordSet")
+NEVER_DELETE = "driftd never deletes AWS resources: delete it by hand, or declare it in Git"
+
+
+def _in_scope(tags: Mapping[str, str], tag_filter: Mapping[str, str]) -> bool:
+    return all(tags.get(k) == v for k, v in tag_filter.items())
+
+
+class AwsTarget:
+    kind = TargetKind.AWS
+
+    def __init__(self, accounts: Mapping[str, AwsAccountSettings]) -> None:
+        self._accounts = dict(accounts)
+        self._sessions: dict[str, AccountSession] = {}
+        self._attributors: dict[str, Attributor] = {}
+
+    def session(self, account: str) -> AccountSession:
+        s = self._sessions.get(account)
+        if s is None:
+            settings = self._accounts.get(account)
+            if settings is None:
+                raise TargetError(f"no [[aws_accounts]] named {account!r}", subject=account)
+            s = self._sessions[account] = AccountSession(settings)
+            self._attributors[account] = Attributor(s, enabled=settings.cloudtrail)
+        return s
+
+    def _ctx(self, env: EnvironmentSettings, *, unmanaged: bool) -> Ctx:
+        assert env.aws is not None
+        s = self.session(env.aws.account)
+        return Ctx(session=s, region=s.region, tag_filter=dict(env.aws.tag_filter), unmanaged=unmanaged)
+
+    # --- check -----------------------------------------------------------------------------------
+
+    async def check(self, env: EnvironmentSettings, desired: DesiredState, *,
+                    inventory: frozenset[ResourceKey] = frozenset()) -> TargetResult:
+        if env.aws is None:
+            return TargetResult(target=TargetKind.AWS, resources=0)
+        with count_calls() as calls:
+            ctx = self._ctx(env, unmanaged=env.aws.unmanaged)
+            drifts, errors, coverage, checked = await self._check(ctx, env, desired, inventory)
+            drifts = await self._attribute(env, ctx, drifts)
+        return TargetResult(target=TargetKind.AWS, resources=checked, drifts=tuple(drifts), errors=tuple(errors),
+                            api_calls=sum(calls.values()), coverage=coverage)
+
+    async def _check(self, ctx: Ctx, env: EnvironmentSettings, desired: DesiredState,
+                     inventory: frozenset[ResourceKey]) -> tuple[list[Drift], list[str],
+                                                                 dict[str, tuple[int, int]], int]:
+        by_type = _group(desired.aws)
+        declared_keys = {d.key for d in desired.aws}
+        orphans: dict[str, list[AwsDeclaration]] = defaultdict(list)
+        for key in sorted(inventory):
+            if key.target is TargetKind.AWS and key not in declared_keys:
+                a = registry.get(key.kind)
+                if a is not None:
+                    orphans[key.kind].append(a.stub(key))
+        drifts: list[Drift] = []
+        errors: list[str] = []
+        coverage: dict[str, tuple[int, int]] = {}
+        checked = 0
+
+        async def one_type(type_name: str) -> None:
+            nonlocal checked
+            adapter = registry.get(type_name)
+            assert adapter is not None
+            decls = by_type.get(type_name, [])
+            try:
+                live = await adapter.read(ctx, decls) if decls else {}
+            except DriftdError as e:
+                errors.extend(f"{d.key}: unknown: {e}" for d in decls)
+                return
+            declared_pids: set[str] = set()
+            for d in decls:
+                pid = adapter.physical_id(d)
+                declared_pids.add(pid)
+                if (type_name, pid) in ctx.failed:
+                    errors.append(f"{d.key}: unknown: {ctx.failed[(type_name, pid)]}")
+                    continue
+                checked += 1
+                if pid not in live:
+                    drifts.append(Drift(key=d.key, drift=DriftKind.MISSING))
+                    continue
+                changes = adapter.compare(d, live[pid], ctx.tag_filter)
+                if changes:
+                    drifts.append(Drift(key=d.key, drift=DriftKind.MODIFIED, changes=tuple(changes)))
+            orphan_pids = await self._orphans(ctx, adapter, orphans.get(type_name, []), drifts, errors)
+            if decls and env.aws is not None and env.aws.unmanaged and adapter.supports_unmanaged:
+                await self._unmanaged(ctx, adapter, declared_pids | orphan_pids, drifts, errors, coverage)
+
+        async with anyio.create_task_group() as tg:
+            for t in sorted(set(by_type) | set(orphans)):
+                tg.start_soon(one_type, t)
+        drifts.sort(key=lambda x: (x.key, str(x.drift)))
+        return drifts, sorted(errors), coverage, checked
+
+    async def _orphans(self, ctx: Ctx, adapter: Adapter, stubs: Sequence[AwsDeclaration], drifts: list[Drift],
+                       errors: list[str]) -> set[str]:
+        if not stubs:
+            return set()
+        try:
+            live = await adapter.read(ctx, stubs)
+        except DriftdError as e:
+            errors.extend(f"{s.key}: unknown: {e}" for s in stubs)
+            return set()
+        pids = set()
+        for s in stubs:
+            pid = adapter.physical_id(s)
+            pids.add(pid)
+            if pid in live:
+                drifts.append(Drift(key=s.key, drift=DriftKind.ORPHANED, reason=NEVER_DELETE))
+        return pids
+
+    async def _unmanaged(self, ctx: Ctx, adapter: Adapter, known: set[str], drifts: list[Drift],
+                         errors: list[str], coverage: dict[str, tuple[int, int]]) -> None:
+        try:
+            everything = await adapter.list_all(ctx)
+        except DriftdError as e:
+            errors.append(f"{adapter.type_name}: unmanaged resources unknown: {e}")
+            return
+        in_scope = {pid for pid, tags in everything.items() if _in_scope(tags, ctx.tag_filter)}
+        for pid in sorted(in_scope - known):
+            drifts.append(Drift(key=adapter.key_for(pid, ctx.region), drift=DriftKind.UNMANAGED))
+        coverage[adapter.type_name] = (len(in_scope & known), len(in_scope))
+
+    async def _attribute(self, env: EnvironmentSettings, ctx: Ctx, drifts: list[Drift]) -> list[Drift]:
+        assert env.aws is not None
+        attributor = self._attributors[env.aws.account]
+        targets = [i for i, d in enumerate(drifts) if d.drift in (DriftKind.MODIFIED, DriftKind.MISSING)]
+        if not attributor.enabled or not targets:
+            return drifts
+        out = list(drifts)
+
+        async def one(i: int) -> None:
+            d = out[i]
+            # CloudTrail names resources by their physical name; a security group's key may carry its VPC.
+            who, when = await attributor.last_change(d.key.name.rpartition("/")[2], ctx.region)
+            if who or when:
+                out[i] = replace(d, changed_by=who, changed_at=when)
+
+        async with anyio.create_task_group() as tg:
+            for i in targets:
+                tg.start_soon(one, i)
+        return out
+
+    # --- revert ----------------------------------------------------------------------------------
+
+    async def revert(self, env: EnvironmentSettings, desired: DesiredState, drifts: Sequence[Drift], *,
+                     dry_run: bool = False) -> tuple[Drift, ...]:
+        if env.aws is None:
+            return tuple(replace(d, action=Action.SKIPPED, reason="no AWS target") for d in drifts)
+        ctx = self._ctx(env, unmanaged=False)
+        decls = {d.key: d for d in desired.aws}
+        results: dict[int, Drift] = {}
+        work: dict[str, list[tuple[int, Drift, AwsDeclaration]]] = defaultdict(list)
+        for i, d in enumerate(drifts):
+            decl = decls.get(d.key)
+            if d.drift in (DriftKind.ORPHANED, DriftKind.UNMANAGED):
+                results[i] = replace(d, action=Action.SKIPPED, reason=NEVER_DELETE)
+            elif decl is None or registry.get(decl.type) is None:
+                results[i] = replace(d, action=Action.SKIPPED, reason="not declared at this revision, or unsupported")
+            elif dry_run:
+                verb = "create" if d.drift is DriftKind.MISSING else "revert"
+                results[i] = replace(d, action=Action.SKIPPED, reason=f"dry run: would {verb}")
+            else:
+                work[decl.type].append((i, d, decl))
+        order = {t: n for n, t in enumerate(CREATE_ORDER)}
+        for type_name in sorted(work, key=lambda t: order.get(t, len(order))):
+            adapter = registry.get(type_name)
+            assert adapter is not None
+            await self._revert_type(ctx, adapter, work[type_name], results)
+        return tuple(results[i] for i in range(len(drifts)))
+
+    async def _revert_type(self, ctx: Ctx, adapter: Adapter, items: Iterable[tuple[int, Drift, AwsDeclaration]],
+                           results: dict[int, Drift]) -> None:
+        items = list(items)
+        modified = [decl for _, d, decl in items if d.drift is DriftKind.MODIFIED]
+        live: dict[str, Live] = {}
+        read_error: str | None = None
+        if modified:
+            try:
+                live = await adapter.read(ctx, modified)  # fresh: never revert from a stale view
+            except DriftdError as e:
+                read_error = str(e)
+
+        async def one(i: int, d: Drift, decl: AwsDeclaration) -> None:
+            pid = adapter.physical_id(decl)
+            try:
+                if d.drift is DriftKind.MISSING:
+                    await adapter.create(ctx, decl)
+                else:
+                    if read_error or (adapter.type_name, pid) in ctx.failed:
+                        raise TargetError(read_error or ctx.failed[(adapter.type_name, pid)], subject=pid)
+                    if pid not in live:
+                        raise TargetError("deleted since the check; it will be recreated next pass", subject=pid)
+                    changes = adapter.compare(decl, live[pid], ctx.tag_filter)
+                    if changes:
+                        await adapter.revert(ctx, decl, live[pid], changes)
+                results[i] = replace(d, action=Action.REVERTED, reason=None)
+                log.info("aws.reverted", object=str(d.key), drift=str(d.drift))
+            except DriftdError as e:
+                results[i] = replace(d, action=Action.REVERT_FAILED, reason=str(e))
+                log.warning("aws.revert_failed", object=str(d.key), reason=str(e))
+            except (KeyError, TypeError, ValueError) as e:  # a declaration missing what the API requires
+                results[i] = replace(d, action=Action.REVERT_FAILED,
+                                     reason=f"declaration cannot be applied: {type(e).__name__}: {e}")
+                log.warning("aws.revert_failed", object=str(d.key), reason=str(e))
+
+        async with anyio.create_task_group() as tg:
+            for i, d, decl in items:
+                tg.start_soon(one, i, d, decl)
+
+    async def aclose(self) -> None:
+        sessions, self._sessions = self._sessions, {}
+        for s in sessions.values():
+            await s.aclose()
+
+
+def _group(decls: Iterable[AwsDeclaration]) -> dict[str, list[AwsDeclaration]]:
+    out: dict[str, list[AwsDeclaration]] = defaultdict(list)
+    for d in decls:
+        if registry.get(d.type) is not None:
+            out[d.type].append(d)
+    return dict(out)
+
+
+def supported(decl: AwsDeclaration) -> bool:
+    return registry.get(decl.type) is not None
+
+
+__all__ = ["AwsTarget", "supported"]
