@@ -209,8 +209,9 @@ def test_nothing_to_change_makes_no_commit(sandbox, tmp_path: Path) -> None:
     assert _git("--git-dir", str(bare), "rev-parse", "prod").strip() == before
 
 
-@pytest.mark.xfail(reason="needs driftd/daemon.py (the polling loop that syncs the enforce environment after the "
-                          "write-back commit); not in the tree yet", strict=False)
+@pytest.mark.xfail(reason="driftd/daemon.py does not run engine.images.ImagePoller yet: the write-back commit is "
+                          "made (tested above) but no loop polls images and then syncs the enforce environment",
+                   strict=False)
 def test_enforce_environment_runs_the_written_back_version(sandbox) -> None:
     import driftd.daemon  # noqa: F401
 
