@@ -103,13 +103,18 @@ class Adapter(ABC):
     # --- identity ----------------------------------------------------------------------------
 
     def physical_id(self, decl: AwsDeclaration) -> str:
+        """The live name. Declarations already carry it as ``key.name`` (a ``driftd.io/physical-id`` Metadata
+        hint, else the name property, else the logical id); the name property wins when both are present."""
         v = decl.properties.get(self.name_property)
-        if isinstance(v, str) and v and f"/{self.name_property}" not in decl.not_checked:
+        if isinstance(v, str) and v:
             return v
-        hint = decl.metadata.get("driftd") if isinstance(decl.metadata, Mapping) else None
-        if isinstance(hint, Mapping) and isinstance(hint.get("PhysicalId"), str):
-            return str(hint["PhysicalId"])
         return decl.key.name or decl.logical_id
+
+    def identity_known(self, decl: AwsDeclaration) -> bool:
+        """False when the name property could not be resolved without a stack: the live counterpart is
+        unknown, so the resource is neither compared nor reported missing."""
+        hint = decl.metadata.get("driftd.io/physical-id") if isinstance(decl.metadata, Mapping) else None
+        return hint is not None or f"/{self.name_property}" not in decl.not_checked
 
     def stub(self, key: ResourceKey) -> AwsDeclaration:
         """A declaration with no checked properties: reading it only says whether the resource exists."""

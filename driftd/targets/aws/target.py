@@ -51,7 +51,10 @@ def _in_scope(tags: Mapping[str, str], tag_filter: Mapping[str, str]) -> bool:
 class AwsTarget:
     kind = TargetKind.AWS
 
-    def __init__(self, accounts: Mapping[str, AwsAccountSettings]) -> None:
+    def __init__(self, accounts: AwsAccountSettings | Mapping[str, AwsAccountSettings]) -> None:
+        """One account (what the engine's target pool builds) or several by name."""
+        if isinstance(accounts, AwsAccountSettings):
+            accounts = {accounts.name: accounts}
         self._accounts = dict(accounts)
         self._sessions: dict[str, AccountSession] = {}
         self._attributors: dict[str, Attributor] = {}
@@ -259,7 +262,8 @@ class AwsTarget:
 def _group(decls: Iterable[AwsDeclaration]) -> dict[str, list[AwsDeclaration]]:
     out: dict[str, list[AwsDeclaration]] = defaultdict(list)
     for d in decls:
-        if registry.get(d.type) is not None:
+        a = registry.get(d.type)
+        if a is not None and a.identity_known(d):
             out[d.type].append(d)
     return dict(out)
 
