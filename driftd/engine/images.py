@@ -34,7 +34,7 @@ from ..model import DesiredState
 from ..policy.images import FindingKind, ImageFinding, ImagePolicy, ImageRef, compile_policy, parse_image_ref
 from ..policy.setters import ImageUpdate, SetterError, apply_setters
 from ..sources.git_writeback import PushAuth, WriteBackResult, commit_and_push
-from ..sources.registry import Registries, TagSource
+from ..sources.registry import Registries, TagSource, count_requests
 from ..targets.aws.ecr_images import EcrTagSource
 from ..targets.aws.session import AccountSession
 
@@ -135,7 +135,17 @@ class ImagePoller:
         """Run every image policy of ``env``; never raises for one policy's failure."""
         now = now or datetime.now(UTC)
         stats = PollStats(policies=len(env.images))
-        before = self.registries.requests
+        with count_requests() as n:
+            await self._poll(env, desired, now, stats)
+        stats.registry_requests = n[0]
+        for f in stats.findings:
+            if f.kind in (FindingKind.TAG_MOVED, FindingKind.DIGEST_MISSING, FindingKind.UPDATE_AVAILABLE,
+                          FindingKind.WRITTEN_BACK, FindingKind.WRITE_BACK_FAILED):
+                log.info(f"images.{f.kind}", **{k: v for k, v in f.to_dict().items() if k != "kind"})
+        return stats
+
+    async def _poll(self, env: EnvironmentSettings, desired: DesiredState | None, now: datetime,
+                    stats: PollStats) -> None:
         updates: dict[str, ImageUpdate] = {}
         pending: list[tuple[ImagePolicy, str, str | None]] = []
         results: list[list[ImageFinding]] = [[] for _ in env.images]
@@ -166,12 +176,6 @@ class ImagePoller:
             stats.findings.extend(r)
         if updates:
             stats.findings.extend(await self._write_back(env, updates, pending, stats, now))
-        stats.registry_requests = self.registries.requests - before
-        for f in stats.findings:
-            if f.kind in (FindingKind.TAG_MOVED, FindingKind.DIGEST_MISSING, FindingKind.UPDATE_AVAILABLE,
-                          FindingKind.WRITTEN_BACK, FindingKind.WRITE_BACK_FAILED):
-                log.info(f"images.{f.kind}", **{k: v for k, v in f.to_dict().items() if k != "kind"})
-        return stats
 
     async def _poll_policy(self, env: EnvironmentSettings, policy: ImagePolicy, declared: list[tuple[str, str]],
                            now: datetime) -> tuple[list[ImageFinding], tuple[ImageUpdate, str | None] | None]:

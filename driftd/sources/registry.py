@@ -13,13 +13,15 @@ ECR is read through the AWS API instead (``driftd.targets.aws.ecr_images``); bot
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import email.utils
 import hashlib
 import json
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +46,23 @@ MANIFEST_ACCEPT = ", ".join((
 ))
 _LINK_RE = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 _CHALLENGE_PARAM_RE = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
+
+
+# Requests made on behalf of one caller (a poll of one environment), even while other polls share the
+# clients: set around the poll; child tasks copy the context and so share the same list.
+_counter: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("driftd_registry_requests",
+                                                                            default=None)
+
+
+@contextlib.contextmanager
+def count_requests() -> Iterator[list[int]]:
+    """``with count_requests() as n: ...`` then ``n[0]`` is the registry requests made inside."""
+    c = [0]
+    token = _counter.set(c)
+    try:
+        yield c
+    finally:
+        _counter.reset(token)
 
 
 class TagSource(Protocol):
@@ -269,6 +288,9 @@ class RegistryClient:
                     operation: str) -> tuple[int, Mapping[str, str], bytes]:
         async with self._limit:
             self.requests += 1
+            c = _counter.get()
+            if c is not None:
+                c[0] += 1
             try:
                 async with self._session.request(method, url, headers=headers, timeout=self._timeout,
                                                  allow_redirects=True) as resp:
