@@ -55,7 +55,8 @@ def test_multi_document_file_with_empty_documents_and_list():
         ("ServiceAccount", "other", "sa", "k/app.yaml#2.items[1]"),
     ]
     assert objs[0].body["metadata"]["namespace"] == "web"  # the default is written into the body
-    assert objs[0].key.target is TargetKind.KUBERNETES and objs[0].key.api_version == "v1"
+    assert objs[0].key.target is TargetKind.KUBERNETES
+    assert objs[0].key.api_version == "v1"
 
 
 def test_cluster_scoped_kinds_get_no_namespace():
@@ -104,7 +105,8 @@ def test_same_object_in_two_files_names_both():
     objs, errs = build({"k/a.yaml": CM.format(name="dup"), "k/b/b.yaml": "# x\n" + CM.format(name="dup")})
     assert len(objs) == 1
     (e,) = errs
-    assert e.file == "k/b/b.yaml" and e.line == 2
+    assert e.file == "k/b/b.yaml"
+    assert e.line == 2
     assert "ConfigMap default/dup is declared twice: in k/b/b.yaml#0 and in k/a.yaml#0" in e.message
 
 
@@ -113,26 +115,31 @@ def test_same_name_different_namespace_or_group_is_not_a_duplicate():
     b = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: other}\n"
     c = "apiVersion: example.com/v1\nkind: ConfigMap\nmetadata: {name: x}\n"
     objs, errs = build({"k/a.yaml": a, "k/b.yaml": b, "k/c.yaml": c})
-    assert not errs and len(objs) == 3
+    assert not errs
+    assert len(objs) == 3
 
 
 def test_invalid_yaml_has_file_line_column():
     objs, errs = build({"k/good.yaml": CM.format(name="g"), "k/bad.yaml": "a: 1\nb: [1, 2\nc: 3\n"})
     (e,) = errs
-    assert e.file == "k/bad.yaml" and (e.line, e.column) == (3, 2)
+    assert e.file == "k/bad.yaml"
+    assert (e.line, e.column) == (3, 2)
     assert e.message.startswith("invalid YAML:")
     assert [o.key.name for o in objs] == ["g"]
 
 
 def test_non_utf8_is_refused_with_location():
     (e,) = build({"k/latin1.yaml": b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: caf\xe9\n"})[1]
-    assert e.file == "k/latin1.yaml" and (e.line, e.column) == (4, 12)
-    assert "not UTF-8" in e.message and "0xe9" in e.message
+    assert e.file == "k/latin1.yaml"
+    assert (e.line, e.column) == (4, 12)
+    assert "not UTF-8" in e.message
+    assert "0xe9" in e.message
 
 
 def test_duplicate_keys_are_refused():
     (e,) = build({"k/d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  name: b\n"})[1]
-    assert (e.line, e.column) == (5, 3) and "duplicate key 'name' (first at line 4)" in e.message
+    assert (e.line, e.column) == (5, 3)
+    assert "duplicate key 'name' (first at line 4)" in e.message
 
 
 @pytest.mark.timeout(20)  # a guard, not a benchmark: a naive walk would never finish
@@ -144,7 +151,8 @@ def test_alias_bomb_is_refused_quickly():
     bomb = ("\n".join(lines) + "\n").encode()  # 10^10 nodes once expanded, < 1 KiB on disk
     assert len(bomb) < 1024
     (e,) = build({"k/bomb.yaml": bomb, "k/ok.yaml": CM.format(name="ok")})[1]
-    assert e.file == "k/bomb.yaml" and e.line is not None
+    assert e.file == "k/bomb.yaml"
+    assert e.line is not None
     assert "alias-expansion bomb" in e.message
 
 
@@ -158,7 +166,7 @@ def test_too_many_documents_and_too_big_files():
     many = ("---\n" + CM.format(name="a")) * 5
     with pytest.raises(DesiredStateError, match="more than 3 documents in one file") as ei:
         load_documents(many.encode(), "k/many.yaml", limits=Limits(max_documents=3))
-    assert ei.value.line == 23  # the 4th document starts there (7 lines per document)
+    assert (ei.value.line, ei.value.column) == (23, 1)  # the 4th document starts there (7 lines per document)
     with pytest.raises(DesiredStateError, match="over the limit of 10") as ei:
         load_documents(b"a: 12345678901\n", "k/big.yaml", limits=Limits(max_file_bytes=10))
     assert ei.value.file == "k/big.yaml"
@@ -167,13 +175,15 @@ def test_too_many_documents_and_too_big_files():
 def test_timestamps_stay_strings_and_aliases_are_not_shared():
     (d,) = load_documents(b"a: 2024-01-01\nb: &x {k: 1}\nc: *x\n", "t.yaml")
     assert d.value["a"] == "2024-01-01"
-    assert d.value["b"] == d.value["c"] and d.value["b"] is not d.value["c"]
+    assert d.value["b"] == d.value["c"]
+    assert d.value["b"] is not d.value["c"]
     json.dumps(d.value)
 
 
 def test_unknown_tags_are_refused_in_manifests():
     (e,) = build({"k/t.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: !Ref x}\n"})[1]
-    assert e.line == 3 and "could not determine a constructor for the tag '!Ref'" in e.message
+    assert e.line == 3
+    assert "could not determine a constructor for the tag '!Ref'" in e.message
 
 
 # --- kustomize ------------------------------------------------------------------------------------
@@ -239,7 +249,9 @@ def test_corpus_files_parse_one_by_one():
         assert p.documents
         if not path.endswith("kustomization.yaml"):
             for d in p.documents:
-                assert isinstance(d.value, dict) and d.value["apiVersion"] and d.value["metadata"]["name"]
+                assert isinstance(d.value, dict)
+                assert d.value["apiVersion"]
+                assert d.value["metadata"]["name"]
 
 
 @pytest.mark.anyio
@@ -258,6 +270,8 @@ async def test_kustomize_failure_names_the_kustomization():
     files = {"k/app/kustomization.yaml": b"resources: [missing.yaml]\n"}
     out = await Kustomizer().render(files, ["k/app/kustomization.yaml"])
     err = out["k/app/kustomization.yaml"]
-    assert isinstance(err, DesiredStateError) and err.file == "k/app/kustomization.yaml"
-    assert "kubectl kustomize failed" in err.message and "missing.yaml" in err.message
+    assert isinstance(err, DesiredStateError)
+    assert err.file == "k/app/kustomization.yaml"
+    assert "kubectl kustomize failed" in err.message
+    assert "missing.yaml" in err.message
     assert "driftd-kustomize-" not in err.message  # the temp dir is not leaked into messages

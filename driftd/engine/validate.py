@@ -62,8 +62,8 @@ async def _validate(config: Config, warn: Callable[[str], None]) -> list[str]:
                 tg.start_soon(fetch, cache)
         loader = DesiredStateLoader(caches, supported_aws_types=_supported_aws_types())
         for env in config.environments:
-            cache = caches.get(env.repository)
-            if cache is None or cache.last_error is not None:
+            env_cache = caches.get(env.repository)
+            if env_cache is None or env_cache.last_error is not None:
                 continue  # already reported once for the repository
             region = config.aws_accounts[env.aws.account].region if env.aws and \
                 env.aws.account in config.aws_accounts else ""

@@ -388,7 +388,16 @@ class _TimeoutTCPGitClient(TCPGitClient):
         proto, can_read, stderr = super()._connect(cmd, path, protocol_version)
         with contextlib.suppress(AttributeError):  # Protocol.read is the socket file's bound read
             proto.read.__self__.raw._sock.settimeout(self.read_timeout)  # type: ignore[attr-defined]
+        self._opened = [*getattr(self, "_opened", []), proto]
         return proto, can_read, stderr
+
+    def close(self) -> None:
+        # dulwich leaves the connection open when a read fails midway; close it here, not at GC.
+        for proto in getattr(self, "_opened", []):
+            with contextlib.suppress(Exception):
+                proto.close()
+        self._opened = []
+        super().close()
 
 
 def _tree_at(repo: Repo, commit: str, path: str, subject: str) -> str | None:

@@ -151,7 +151,8 @@ def load_documents(data: bytes, file: str, *, cloudformation: bool = False, mark
             node = loader.get_node()
             if index >= limits.max_documents:
                 raise DesiredStateError(f"more than {limits.max_documents} documents in one file", file=file,
-                                        line=node.start_mark.line + 1 if node else None)
+                                        line=node.start_mark.line + 1 if node else None,
+                                        column=node.start_mark.column + 1 if node else None)
             if node is None:  # an empty document ("---" followed by nothing)
                 docs.append(Document(index, None, 0, 0))
             else:
