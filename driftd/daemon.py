@@ -107,7 +107,6 @@ class Daemon:
 
     async def _run(self, store: StateStore) -> int:
         shutdown = self.config.daemon.shutdown_timeout
-        self.reconciler = Reconciler(store, self.listeners, revert_timeout=max(1.0, shutdown * 0.8))
         code = 0
         async with anyio.create_task_group() as root:
             self.tg = root
@@ -118,6 +117,8 @@ class Daemon:
                 log.error("daemon.start_failed", error=str(e))
                 root.cancel_scope.cancel()
                 return 2
+            # After the faces: the reconciler copies the listener list, the notifier must be in it.
+            self.reconciler = Reconciler(store, self.listeners, revert_timeout=max(1.0, shutdown * 0.8))
             root.start_soon(self._retention)
             self._apply(self.config, first=True)
             self.status.config_loaded = True
