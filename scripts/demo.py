@@ -196,23 +196,29 @@ severity = "critical"
             self.sb.kubectl("create", "namespace", ns)
             out = self.driftd("sync", "--env", name)
             detail(f"$ driftd sync --env {name}\n" + _tail(out.stdout, 12))
-        out = self.driftd("check")
-        detail("$ driftd check\n" + _tail(out.stdout, 8))
-        if out.returncode != 0:
-            raise DemoFailed("after `driftd sync` the environments should be in sync")
+        for name in self.ns:
+            out = self.driftd("check", "--env", name)
+            detail(f"$ driftd check --env {name}\n" + _tail(out.stdout, 3))
+            if out.returncode != 0:
+                raise DemoFailed(f"after `driftd sync` {name} should be in sync")
 
     def start_daemon(self) -> None:
         say(f"Starting `driftd run` (HTTP API on {self.api}; log in {self.log})")
         self.proc = subprocess.Popen([sys.executable, "-m", "driftd", "run", "--config", str(self.config)],
                                      stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=self.env)
         wait_for("driftd's /readyz", lambda: self._alive() and http_status(self.api + "/readyz") == 200, 90)
-        envs = http_json(self.api + "/api/v1/environments")["environments"]
+        # Ready means every environment was checked once; the first check may still be waiting
+        # for the first fetch. The demo wants to start from "in sync".
+        envs = wait_for("both environments in sync", lambda: (
+            (es := http_json(self.api + "/api/v1/environments")["environments"])
+            and all(e["status"] == "in_sync" for e in es) and es), 90)
         for e in envs:
             detail(f"{e['name']:8} {e.get('mode', ''):8} {e['status']:8} {e['resources']} resources, "
                    f"revision {(e['revision'] or '-')[:10]}")
 
     def drift(self) -> None:
         say("Making out-of-band changes, the way people do during an incident")
+        self.changed_at = time.time()
         st, pr = self.ns["staging"], self.ns["prod"]
         for argv, why in (
             (["-n", st, "scale", "deployment/web", "--replicas=6"], "staging: scale up by hand"),
@@ -231,7 +237,6 @@ severity = "critical"
         param = f"/demo/{self.aws_env['staging']}/checkout-v2"
         ssm.put_parameter(Name=param, Value="off", Type="String", Overwrite=True)
         detail(f"aws ssm put-parameter --name {param} --value off --overwrite")
-        self.changed_at = time.time()
 
     def show(self) -> None:
         say("What driftd saw (GET /api/v1/environments/prod)")
@@ -276,7 +281,7 @@ severity = "critical"
             for body in self.sb.alerts():
                 for a in body.get("alerts", []):
                     lab = a["labels"]
-                    if lab.get("environment") in mine and a["startsAt"] >= _iso(self.changed_at - 5):
+                    if lab.get("environment") in mine and a["startsAt"] >= _iso(self.changed_at - 1):
                         seen[f"{a['status']:8} {lab['alertname']:14} {lab['environment']:8} "
                              f"{lab.get('kind', '')} {lab.get('name', '')}"] = a
             names = {(a["labels"]["alertname"], a["labels"]["environment"]) for a in seen.values()}
