@@ -1,0 +1,128 @@
+"""The config schema through ``driftd validate``: malformed configs exit 2 naming the file and the key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from driftd.cli import main
+from driftd.config import load_config, parse_duration
+from driftd.errors import ConfigErrors
+from driftd.model import Mode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BASE = """
+[[clusters]]
+name = "c"
+
+[[aws_accounts]]
+name = "a"
+region = "eu-west-1"
+
+[[repositories]]
+name = "envs"
+url = "https://git.example.com/envs.git"
+"""
+
+ENV = """
+[[environments]]
+name = "prod"
+repository = "envs"
+branch = "prod"
+  [environments.kubernetes]
+  cluster = "c"
+"""
+
+# (case, config text, key path expected in the message, message fragment)
+MALFORMED = [
+    ("invalid-toml", BASE + "[[environments]\n", "", "invalid TOML"),
+    ("unknown-top-level-key", BASE + ENV + "[enviroments]\n", "enviroments", "unknown key; did you mean 'environments'?"),
+    ("missing-branch", BASE + ENV.replace('branch = "prod"\n', ""), "environments[0].branch",
+     "required key is missing (expected a string)"),
+    ("unknown-repository", BASE + ENV.replace('repository = "envs"', 'repository = "nope"'),
+     "environments[0].repository", "no [[repositories]] named 'nope' (defined: envs)"),
+    ("bad-mode", BASE + ENV.replace('branch = "prod"', 'branch = "prod"\nmode = "fix"'), "environments[0].mode",
+     "expected one of observe, alert, enforce, found 'fix'"),
+    ("bad-duration", BASE + ENV.replace('branch = "prod"', 'branch = "prod"\ninterval = "5 minutes"'),
+     "environments[0].interval", "expected a duration such as 30s"),
+    ("bad-url", BASE.replace("https://git.example.com/envs.git", "ftp://x/envs.git") + ENV, "repositories[0].url",
+     "expected an http(s)://, git://, ssh://, file:// URL or a local path"),
+    ("path-escapes-branch", BASE + ENV + '  path = "../secrets"\n', "environments[0].kubernetes.path",
+     "expected a directory inside the branch"),
+    ("bad-region", BASE.replace('"eu-west-1"', '"europe"') + ENV, "aws_accounts[0].region",
+     "expected an AWS region such as eu-west-1"),
+    ("duplicate-environment", BASE + ENV + ENV, "environments[1]", "duplicate environment name 'prod'"),
+    ("ignore-path-not-a-pointer", BASE + ENV + '  [[environments.ignore]]\n  paths = ["spec.replicas"]\n',
+     "environments[0].ignore[0].paths[0]", "expected a JSON pointer starting with '/'"),
+    ("missing-token-file", BASE + 'token_file = "/nonexistent/token"\n' + ENV, "repositories[0].token_file",
+     "does not exist"),
+    ("no-target", BASE + ENV.replace('  [environments.kubernetes]\n  cluster = "c"\n', ""), "environments[0]",
+     "an environment needs a [environments.kubernetes] or [environments.aws] table"),
+    ("fraction-out-of-range", BASE + ENV + "  prune_max_fraction = 2\n",
+     "environments[0].kubernetes.prune_max_fraction", "expected a number between 0 and 1"),
+    ("unknown-cluster", BASE + ENV.replace('cluster = "c"', 'cluster = "d"'), "environments[0].kubernetes.cluster",
+     "no [[clusters]] named 'd'"),
+    ("wrong-type", BASE + ENV.replace('branch = "prod"', 'branch = "prod"\ndry_run = "yes"'),
+     "environments[0].dry_run", "expected true or false, found a string 'yes'"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "key", "message"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_configs_exit_2_naming_file_and_key(tmp_path, capsys, case, text, key, message):
+    cfg = tmp_path / f"{case}.toml"
+    cfg.write_text(text)
+    assert main(["validate", "--config-only", "-c", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "driftd: invalid configuration:" in err
+    where = f"{cfg}: {key}:" if key else f"{cfg}:"
+    lines = [line.strip() for line in err.splitlines()]
+    assert any(line.startswith(where) and message in line for line in lines), err
+
+
+def test_all_problems_are_reported_at_once(tmp_path):
+    cfg = tmp_path / "many.toml"
+    text = BASE.replace('"eu-west-1"', '"europe"') + ENV.replace('repository = "envs"', 'repository = "nope"')
+    cfg.write_text(text + '  path = "../x"\n')
+    with pytest.raises(ConfigErrors) as ei:
+        load_config(cfg)
+    keys = sorted(e.key for e in ei.value.errors)
+    assert keys == ["aws_accounts[0].region", "environments[0].kubernetes.path", "environments[0].repository"]
+
+
+def test_not_utf8_and_unreadable(tmp_path, capsys):
+    cfg = tmp_path / "latin1.toml"
+    cfg.write_bytes(b'[daemon]\nlisten = "caf\xe9"\n')
+    assert main(["validate", "-c", str(cfg)]) == 2
+    assert f"{cfg}: not UTF-8 at byte" in capsys.readouterr().err
+    assert main(["validate", "-c", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read the config file" in capsys.readouterr().err
+
+
+def test_example_config_is_valid(capsys):
+    example = ROOT / "config" / "example.toml"
+    assert main(["validate", "--config-only", "-c", str(example)]) == 0
+    assert f"{example}: OK (2 environment(s))" in capsys.readouterr().out
+    cfg = load_config(example)
+    prod = cfg.environment("prod")
+    assert prod.mode is Mode.ALERT
+    assert prod.kubernetes is not None
+    assert prod.kubernetes.watch_namespaces == ("web",)
+    assert cfg.repositories["envs"].poll_interval == 30.0
+
+
+def test_local_repository_paths_are_resolved_against_the_config_dir(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(BASE.replace('"https://git.example.com/envs.git"', '"./repos/envs.git"') + ENV)
+    assert load_config(cfg).repositories["envs"].url == str(tmp_path / "repos" / "envs.git")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30.0), ("1h30m", 5400.0), ("250ms", 0.25), ("7d", 604800.0)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_bad_duration_message():
+    with pytest.raises(ValueError, match="expected a duration such as 30s, 5m, 1h30m or 7d, found '5 min'"):
+        parse_duration("5 min")
