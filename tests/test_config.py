@@ -38,7 +38,8 @@ branch = "prod"
 # (case, config text, key path expected in the message, message fragment)
 MALFORMED = [
     ("invalid-toml", BASE + "[[environments]\n", "", "invalid TOML"),
-    ("unknown-top-level-key", BASE + ENV + "[enviroments]\n", "enviroments", "unknown key; did you mean 'environments'?"),
+    ("unknown-top-level-key", BASE + ENV + "[enviroments]\n", "enviroments",
+     "unknown key; did you mean 'environments'?"),
     ("missing-branch", BASE + ENV.replace('branch = "prod"\n', ""), "environments[0].branch",
      "required key is missing (expected a string)"),
     ("unknown-repository", BASE + ENV.replace('repository = "envs"', 'repository = "nope"'),
