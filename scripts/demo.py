@@ -102,6 +102,7 @@ class Demo:
         self.config = work / "driftd.toml"
         self.log = work / "driftd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.changed_at = 0.0
         self.env = {**os.environ, **sb.env(), "NO_COLOR": "1"}
 
     # --- steps ----------------------------------------------------------------------------
