@@ -25,7 +25,6 @@ the N-th object kustomize rendered.
 
 from __future__ import annotations
 
-import copy
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -154,8 +153,8 @@ class ManifestSet:
             ns = ""
         elif not ns:
             ns = self.namespace
-            body = copy.deepcopy(dict(value))
-            body["metadata"]["namespace"] = ns
+            # a new top level and metadata; the rest is shared with the parse cache (bodies are read-only)
+            body = {**value, "metadata": {**meta, "namespace": ns}}
         key = ResourceKey(TargetKind.KUBERNETES, kind, name, ns, api_version)
         ident = (key.group, kind, ns, name)
         if ident in self._seen:
