@@ -1,0 +1,217 @@
+"""The README's configuration reference is checked against driftd/config.py.
+
+The TOML keys are read from the code itself: every ``self.table(raw, key, {...allowed keys...})``
+call in ``_Reader`` (the same sets that reject unknown keys), and every field of the settings
+dataclasses. A key missing from the README, a documented key that no longer exists, or a
+documented default that differs from the dataclass default fails a test.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli
+
+from driftd import config as cfgmod
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+# _Reader method -> (README heading for that TOML table, the dataclass it builds)
+SECTIONS: dict[str, tuple[str, type | None]] = {
+    "build": ("top level", cfgmod.Config),
+    "daemon": ("[daemon]", cfgmod.DaemonSettings),
+    "alertmanager": ("[alertmanager]", cfgmod.AlertmanagerSettings),
+    "cluster": ("[[clusters]]", cfgmod.ClusterSettings),
+    "account": ("[[aws_accounts]]", cfgmod.AwsAccountSettings),
+    "repository": ("[[repositories]]", cfgmod.RepositorySettings),
+    "registry": ("[[registries]]", cfgmod.RegistrySettings),
+    "environment": ("[[environments]]", cfgmod.EnvironmentSettings),
+    "kube_env": ("[environments.kubernetes]", cfgmod.KubernetesEnvSettings),
+    "aws_env": ("[environments.aws]", cfgmod.AwsEnvSettings),
+    "ignore": ("[[environments.ignore]]", cfgmod.IgnoreRule),
+    "window": ("[[environments.enforce_windows]]", cfgmod.EnforceWindow),
+    "brakes": ("[environments.brakes]", cfgmod.BrakeSettings),
+    "image": ("[[environments.images]]", cfgmod.ImagePolicySettings),
+    "write_back": ("[environments.write_back]", cfgmod.WriteBackSettings),
+}
+
+# Dataclass fields that are not TOML keys of the same name, and where they come from.
+DERIVED = {
+    (cfgmod.Config, "path"): "the file given with --config",
+    (cfgmod.ImagePolicySettings, "policy"): "which of semver/alphabetical/numerical is set",
+    (cfgmod.ImagePolicySettings, "range"): "the value of semver",
+}
+
+
+def toml_keys() -> dict[str, set[str]]:
+    """README heading -> allowed keys, from the set literals passed to _Reader.table()."""
+    tree = ast.parse(inspect.getsource(cfgmod))
+    (reader,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "_Reader"]
+    out: dict[str, set[str]] = {}
+    for fn in reader.body:
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        for call in ast.walk(fn):
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "table"
+                    and len(call.args) == 3 and isinstance(call.args[2], ast.Set)):
+                assert fn.name in SECTIONS, f"_Reader.{fn.name} reads a TOML table this test does not know: add it"
+                heading = SECTIONS[fn.name][0]
+                out.setdefault(heading, set()).update(ast.literal_eval(call.args[2]))
+    assert set(out) == {h for h, _ in SECTIONS.values()}, "a section of SECTIONS is no longer read"
+    return out
+
+
+def readme_reference(path: Path = README) -> dict[str, dict[str, dict[str, str]]]:
+    """README heading -> key -> {type, default, meaning}, from the tables under each '### `...`' heading
+    of the '## Configuration reference' section."""
+    text = path.read_text()
+    m = re.search(r"^## Configuration reference\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert m, "README.md has no '## Configuration reference' section"
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    heading = None
+    for line in m.group(1).splitlines():
+        h = re.match(r"^### `(.+?)`", line)
+        if h:
+            heading = h.group(1)
+            out.setdefault(heading, {})
+            continue
+        row = re.match(r"^\|\s*`([a-z_]+)`\s*\|(.*)\|\s*$", line)
+        if row and heading is not None:
+            cells = [c.strip() for c in row.group(2).split("|")]
+            assert len(cells) == 3, f"README row for {heading} {row.group(1)}: expected Key | Type | Default | Meaning"
+            assert row.group(1) not in out[heading], f"{heading} {row.group(1)} documented twice"
+            out[heading][row.group(1)] = {"type": cells[0], "default": cells[1], "meaning": cells[2]}
+    return out
+
+
+@pytest.fixture(scope="module")
+def documented() -> dict[str, dict[str, dict[str, str]]]:
+    return readme_reference()
+
+
+def undocumented(documented: dict[str, dict[str, dict[str, str]]]) -> list[str]:
+    return [f"{heading} {key}" for heading, keys in toml_keys().items()
+            for key in sorted(keys - set(documented.get(heading, {})))]
+
+
+def test_every_toml_key_is_documented(documented: dict[str, dict[str, dict[str, str]]]) -> None:
+    missing = undocumented(documented)
+    assert not missing, "undocumented config keys (add them to README.md's configuration reference): " + \
+        ", ".join(missing)
+
+
+def test_no_documented_key_is_stale(documented: dict[str, dict[str, dict[str, str]]]) -> None:
+    keys = toml_keys()
+    stale = [f"{h} {k}" for h, rows in documented.items() for k in rows if k not in keys.get(h, set())]
+    assert not stale, f"README documents keys config.py does not accept: {', '.join(stale)}"
+
+
+def test_every_dataclass_field_is_a_documented_key_or_derived(documented: dict[str, dict[str, dict[str, str]]]) -> None:
+    problems = []
+    for heading, cls in SECTIONS.values():
+        assert cls is not None
+        for f in dataclasses.fields(cls):
+            if (cls, f.name) in DERIVED:
+                continue
+            if f.name not in documented.get(heading, {}):
+                problems.append(f"{cls.__name__}.{f.name} (expected under {heading})")
+    assert not problems, "settings fields without documentation: " + ", ".join(problems)
+
+
+def test_every_row_has_a_type_and_a_meaning(documented: dict[str, dict[str, dict[str, str]]]) -> None:
+    for heading, rows in documented.items():
+        for key, row in rows.items():
+            assert row["type"], f"{heading} {key}: no type"
+            assert len(row["meaning"]) >= 10, f"{heading} {key}: explain what it means"
+
+
+def _expected_default(cls: type, name: str) -> Any:
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _documented_default(cell: str, expected: Any) -> Any:
+    """A default cell holds a TOML literal in backticks, or 'required', or 'none'."""
+    if cell.lower().startswith("required"):
+        return dataclasses.MISSING
+    if cell.lower().startswith("none"):
+        return None
+    m = re.match(r"`(.+?)`", cell)
+    assert m, f"default {cell!r}: write a TOML literal in backticks, 'required' or 'none'"
+    value = tomli.loads(f"v = {m.group(1)}")["v"]
+    if isinstance(expected, float) and isinstance(value, str):
+        return cfgmod.parse_duration(value)
+    if isinstance(expected, Path):
+        return Path(value)
+    if isinstance(expected, tuple):
+        return tuple(value)
+    if isinstance(expected, Enum):
+        return type(expected)(value)
+    if isinstance(expected, float) and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def test_documented_defaults_match_the_code(documented: dict[str, dict[str, dict[str, str]]]) -> None:
+    wrong = []
+    for heading, cls in SECTIONS.values():
+        if cls is cfgmod.Config:
+            continue
+        assert cls is not None
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key, row in documented.get(heading, {}).items():
+            if key not in names:
+                continue  # e.g. images' semver/alphabetical/numerical: no field of that name
+            expected = _expected_default(cls, key)
+            if dataclasses.is_dataclass(expected):
+                continue  # a nested table ([environments.brakes]): documented in its own section
+            got = _documented_default(row["default"], expected)
+            if expected in ((), {}) and got is None:
+                continue  # "none" for an empty list/table reads fine
+            if got != expected:
+                wrong.append(f"{heading} {key}: README says {row['default']!r}, code has {expected!r}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_reference_parser_catches_an_undocumented_key(tmp_path: Path) -> None:
+    """The check above can fail: drop one row and the missing key is named."""
+    text = README.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `git_concurrency`"))
+    fake = tmp_path / "README.md"
+    fake.write_text(text.replace(row + "\n", ""))
+    assert undocumented(readme_reference(fake)) == ["[daemon] git_concurrency"]
+
+
+def test_example_config_is_valid_and_documented_keys_only() -> None:
+    """config/example.toml (referenced from the README) loads; its keys are all in the reference."""
+    data = tomli.loads((ROOT / "config" / "example.toml").read_text())
+    ref = readme_reference()
+
+    def walk(heading: str, table: dict[str, Any]) -> None:
+        for k, v in table.items():
+            sub = {"clusters": "[[clusters]]", "aws_accounts": "[[aws_accounts]]", "repositories": "[[repositories]]",
+                   "registries": "[[registries]]", "environments": "[[environments]]", "daemon": "[daemon]",
+                   "alertmanager": "[alertmanager]"} if heading == "top level" else {
+                "kubernetes": "[environments.kubernetes]", "aws": "[environments.aws]",
+                "ignore": "[[environments.ignore]]", "enforce_windows": "[[environments.enforce_windows]]",
+                "brakes": "[environments.brakes]", "images": "[[environments.images]]",
+                "write_back": "[environments.write_back]"} if heading == "[[environments]]" else {}
+            if k in sub:
+                for t in (v if isinstance(v, list) else [v]):
+                    walk(sub[k], t)
+            else:
+                assert k in ref.get(heading, {}), f"config/example.toml uses {heading} {k}, undocumented"
+
+    walk("top level", data)
