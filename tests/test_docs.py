@@ -85,7 +85,7 @@ def readme_reference(path: Path = README) -> dict[str, dict[str, dict[str, str]]
             continue
         row = re.match(r"^\|\s*`([a-z_]+)`\s*\|(.*)\|\s*$", line)
         if row and heading is not None:
-            cells = [c.strip() for c in row.group(2).split("|")]
+            cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row.group(2))]
             assert len(cells) == 3, f"README row for {heading} {row.group(1)}: expected Key | Type | Default | Meaning"
             assert row.group(1) not in out[heading], f"{heading} {row.group(1)} documented twice"
             out[heading][row.group(1)] = {"type": cells[0], "default": cells[1], "meaning": cells[2]}
@@ -215,3 +215,11 @@ def test_example_config_is_valid_and_documented_keys_only() -> None:
                 assert k in ref.get(heading, {}), f"config/example.toml uses {heading} {k}, undocumented"
 
     walk("top level", data)
+
+
+def test_reference_parser_catches_a_wrong_default(tmp_path: Path) -> None:
+    text = README.read_text()
+    fake = tmp_path / "README.md"
+    fake.write_text(text.replace('| `fight_window` | duration | `"10m"` |', '| `fight_window` | duration | `"11m"` |'))
+    with pytest.raises(AssertionError, match=r"fight_window: README says"):
+        test_documented_defaults_match_the_code(readme_reference(fake))
