@@ -2,9 +2,11 @@
 
 IAM treats these as the same policy, and so must we: a JSON string or a parsed
 object (URL-encoded too, as IAM returns trust policies); ``"Action": "x"`` and
-``["x"]``; any order of statements, actions, resources and principals; an
-absent ``Version`` and ``2008-10-17``; condition values ``true`` and
-``"true"``. Pure: no client library, no I/O.
+``["x"]``; any order of statements, actions, resources and principals;
+condition values ``true`` and ``"true"``. An absent ``Version`` is not
+compared (IAM reads it as 2008-10-17, and some APIs refuse to store anything
+older than 2012-10-17, so what is written back carries 2012-10-17: see
+``with_version``). Pure: no client library, no I/O.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
-DEFAULT_VERSION = "2008-10-17"  # what IAM assumes when a document has no Version
+WRITE_VERSION = "2012-10-17"  # what driftd writes when the declaration has no Version
 _LIST_KEYS = ("Action", "NotAction", "Resource", "NotResource")
 
 
@@ -76,12 +78,11 @@ def normalize_statement(st: Any) -> Any:
 
 
 def normalize_policy(doc: Any) -> Any:
-    """Canonical form: parsed, Version defaulted, statements a sorted list of normalized statements."""
+    """Canonical form: parsed, statements a sorted list of normalized statements."""
     d = parse_policy(doc)
     if not isinstance(d, Mapping):
         return d
     out = dict(d)
-    out.setdefault("Version", DEFAULT_VERSION)
     st = out.get("Statement")
     if st is not None:
         items = st if isinstance(st, list) else [st]
@@ -100,5 +101,17 @@ def statement_id(st: Any) -> str:
     return f"{sid}@{digest}" if sid else digest
 
 
-def policies_equal(a: Any, b: Any) -> bool:
-    return canonical_json(normalize_policy(a)) == canonical_json(normalize_policy(b))
+def with_version(doc: Any) -> Any:
+    """The document to write: parsed, with ``Version`` 2012-10-17 when it has none."""
+    d = parse_policy(doc)
+    if isinstance(d, Mapping) and "Version" not in d:
+        return {"Version": WRITE_VERSION, **d}
+    return d
+
+
+def policies_equal(declared: Any, live: Any) -> bool:
+    """Equal as IAM reads them; a Version the declaration leaves out is not compared."""
+    a, b = normalize_policy(declared), normalize_policy(live)
+    if isinstance(a, Mapping) and isinstance(b, Mapping) and "Version" not in a:
+        b = {k: v for k, v in b.items() if k != "Version"}
+    return canonical_json(a) == canonical_json(b)

@@ -97,6 +97,9 @@ class Adapter(ABC):
     read_permissions: ClassVar[tuple[str, ...]]
     revert_permissions: ClassVar[tuple[str, ...]]  # includes what create needs
     spec: ClassVar[CompareSpec] = CompareSpec(closed=("/Tags",))
+    # The top-level properties this adapter reads and compares. Others a template declares (Lambda's Code,
+    # an ECR lifecycle policy ...) are not checked: comparing what was never read would report it removed.
+    properties: ClassVar[frozenset[str]]
     supports_unmanaged: ClassVar[bool] = True
     has_tags: ClassVar[bool] = True
 
@@ -134,7 +137,7 @@ class Adapter(ABC):
         return out
 
     def compare(self, decl: AwsDeclaration, live: Mapping[str, Any], tag_filter: Mapping[str, str]) -> list[Change]:
-        desired = self.normalize(decl.properties)
+        desired = {k: v for k, v in self.normalize(decl.properties).items() if k in self.properties}
         actual = self.normalize(live)
         if isinstance(actual.get("Tags"), dict) and isinstance(desired.get("Tags"), dict):
             # The scope tag is driftd's own marker: live may carry it even when Git does not declare it.

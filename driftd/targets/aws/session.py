@@ -31,7 +31,7 @@ from aiobotocore.credentials import (
     AioDeferredRefreshableCredentials,
 )
 from aiobotocore.session import AioSession
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from ...config import AwsAccountSettings
 from ...errors import PermissionDenied, TargetError, Throttled
@@ -203,6 +203,8 @@ class AccountSession:
                     raise PermissionDenied(f"{op} denied: {code}: {msg}", subject=subject) from e
                 raise ApiError(f"{op} failed: {code}: {msg}", code=code, operation=op, subject=subject,
                                retryable=retryable) from e
+            except ParamValidationError as e:  # our request is wrong: retrying cannot help
+                raise TargetError(f"{service}:{operation}: {e}", subject=subject) from e
             except BotoCoreError as e:
                 if attempt + 1 < self.backoff.attempts:
                     await anyio.sleep(self.backoff.delay(attempt))

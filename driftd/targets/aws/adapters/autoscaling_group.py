@@ -47,6 +47,8 @@ class AutoScalingGroup(Adapter):
     type_name = "AWS::AutoScaling::AutoScalingGroup"
     service = "autoscaling"
     name_property = "AutoScalingGroupName"
+    properties = frozenset({"AutoScalingGroupName", *_SCALARS, "LaunchTemplate", "AvailabilityZones", "TargetGroupARNs",
+                            "LoadBalancerNames", "TerminationPolicies", "VPCZoneIdentifier", "Tags"})
     read_permissions = ("autoscaling:DescribeAutoScalingGroups",)
     revert_permissions = ("autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup",
                           "autoscaling:CreateOrUpdateTags", "autoscaling:DeleteTags", "iam:PassRole",

@@ -26,6 +26,9 @@ class Table(Adapter):
     type_name = "AWS::DynamoDB::Table"
     service = "dynamodb"
     name_property = "TableName"
+    properties = frozenset({"TableName", "BillingMode", "KeySchema", "AttributeDefinitions",
+                            "ProvisionedThroughput", "StreamSpecification", "PointInTimeRecoverySpecification",
+                            "Tags", "TableClass"})
     read_permissions = ("dynamodb:DescribeTable", "dynamodb:DescribeContinuousBackups",
                         "dynamodb:ListTagsOfResource", "dynamodb:ListTables")
     revert_permissions = ("dynamodb:CreateTable", "dynamodb:UpdateTable", "dynamodb:UpdateContinuousBackups",

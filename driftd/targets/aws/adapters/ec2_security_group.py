@@ -118,6 +118,8 @@ class SecurityGroup(Adapter):
     type_name = "AWS::EC2::SecurityGroup"
     service = "ec2"
     name_property = "GroupName"
+    properties = frozenset({"GroupName", "GroupDescription", "VpcId", "SecurityGroupIngress", "SecurityGroupEgress",
+                            "Tags"})
     read_permissions = ("ec2:DescribeSecurityGroups", "ec2:DescribeVpcs")
     revert_permissions = ("ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress",
                           "ec2:AuthorizeSecurityGroupEgress", "ec2:RevokeSecurityGroupEgress",

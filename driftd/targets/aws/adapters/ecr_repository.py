@@ -25,6 +25,8 @@ class Repository(Adapter):
     type_name = "AWS::ECR::Repository"
     service = "ecr"
     name_property = "RepositoryName"
+    properties = frozenset({"RepositoryName", "ImageTagMutability", "ImageScanningConfiguration",
+                            "EncryptionConfiguration", "Tags"})
     read_permissions = ("ecr:DescribeRepositories", "ecr:ListTagsForResource")
     revert_permissions = ("ecr:CreateRepository", "ecr:PutImageTagMutability", "ecr:PutImageScanningConfiguration",
                           "ecr:TagResource", "ecr:UntagResource")

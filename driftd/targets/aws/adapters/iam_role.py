@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ....diff.aws_compare import CompareSpec, tags_to_map
-from ....diff.aws_policy import normalize_policy, parse_policy, policies_equal, statement_id
+from ....diff.aws_policy import normalize_policy, parse_policy, policies_equal, statement_id, with_version
 from ....errors import TargetError
 from ....model import AwsDeclaration, Change
 from ..base import Adapter, ApiError, Ctx, Live, changed_top, kv_tags, per_resource, resolved, tag_delta
@@ -28,7 +28,7 @@ def _policy_name(p: Any) -> str:
 
 
 def _dump(doc: Any) -> str:
-    d = parse_policy(doc)
+    d = with_version(doc)
     return d if isinstance(d, str) else json.dumps(d)
 
 
@@ -37,6 +37,8 @@ class Role(Adapter):
     type_name = "AWS::IAM::Role"
     service = "iam"
     name_property = "RoleName"
+    properties = frozenset({"RoleName", "Path", "AssumeRolePolicyDocument", "Description", "MaxSessionDuration",
+                            "Tags", "Policies", "ManagedPolicyArns"})
     global_service = True
     read_permissions = ("iam:ListRoles", "iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy",
                         "iam:ListAttachedRolePolicies", "iam:ListRoleTags")

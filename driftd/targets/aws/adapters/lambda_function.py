@@ -68,6 +68,8 @@ class Function(Adapter):
     type_name = "AWS::Lambda::Function"
     service = "lambda"
     name_property = "FunctionName"
+    properties = frozenset({"FunctionName", "Runtime", "Handler", "MemorySize", "Timeout", "Role", "Description",
+                            "Environment", "TracingConfig", "Layers", "Architectures", "EphemeralStorage", "Tags"})
     read_permissions = ("lambda:ListFunctions", "lambda:GetFunctionConfiguration", "lambda:ListTags")
     revert_permissions = ("lambda:CreateFunction", "lambda:UpdateFunctionConfiguration", "lambda:TagResource",
                           "lambda:UntagResource", "iam:PassRole")

@@ -34,6 +34,8 @@ class RecordSet(Adapter):
     type_name = "AWS::Route53::RecordSet"
     service = "route53"
     name_property = "Name"
+    properties = frozenset({"Name", "Type", "TTL", "ResourceRecords", "AliasTarget", "SetIdentifier", "Weight",
+                            "Region", "Failover", "MultiValueAnswer", "HealthCheckId"})
     global_service = True
     read_permissions = ("route53:ListHostedZones", "route53:ListResourceRecordSets")
     revert_permissions = ("route53:ChangeResourceRecordSets",)

@@ -128,6 +128,22 @@ def lifecycle_rule_to_api(r: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _sse_to_cfn(rule: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in rule.items() if k != "ApplyServerSideEncryptionByDefault"}
+    if "ApplyServerSideEncryptionByDefault" in rule:
+        out["ServerSideEncryptionByDefault"] = rule["ApplyServerSideEncryptionByDefault"]
+    return out
+
+
+def _sse_to_api(rule: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v for k, v in rule.items() if k != "ServerSideEncryptionByDefault"}
+    if "ServerSideEncryptionByDefault" in rule:
+        out["ApplyServerSideEncryptionByDefault"] = dict(rule["ServerSideEncryptionByDefault"])
+    if "BucketKeyEnabled" in out:
+        out["BucketKeyEnabled"] = str(out["BucketKeyEnabled"]).lower() == "true"
+    return out
+
+
 async def list_bucket_names(ctx: Ctx) -> set[str]:
     """Buckets of this region (one call per 10,000 buckets), shared by Bucket and BucketPolicy."""
     async def fetch() -> set[str]:
@@ -152,6 +168,8 @@ class Bucket(Adapter):
     type_name = "AWS::S3::Bucket"
     service = "s3"
     name_property = "BucketName"
+    properties = frozenset({"BucketName", "VersioningConfiguration", "BucketEncryption",
+                            "PublicAccessBlockConfiguration", "Tags", "LifecycleConfiguration"})
     read_permissions = ("s3:ListAllMyBuckets", "s3:GetBucketVersioning", "s3:GetEncryptionConfiguration",
                         "s3:GetBucketPublicAccessBlock", "s3:GetBucketTagging", "s3:GetLifecycleConfiguration")
     revert_permissions = ("s3:CreateBucket", "s3:PutBucketVersioning", "s3:PutEncryptionConfiguration",
@@ -176,7 +194,7 @@ class Bucket(Adapter):
                                 ("ServerSideEncryptionConfigurationNotFoundError",))
             if e is not None:
                 rules = (e.get("ServerSideEncryptionConfiguration") or {}).get("Rules") or []
-                live["BucketEncryption"] = {"ServerSideEncryptionConfiguration": rules}
+                live["BucketEncryption"] = {"ServerSideEncryptionConfiguration": [_sse_to_cfn(r) for r in rules]}
         if "PublicAccessBlockConfiguration" in props:
             p = await _optional(ctx, "get_public_access_block", bucket, ("NoSuchPublicAccessBlockConfiguration",))
             cfg = (p or {}).get("PublicAccessBlockConfiguration") or {}
@@ -209,7 +227,7 @@ class Bucket(Adapter):
             await ctx.call("s3", "put_bucket_versioning", Bucket=bucket,
                            VersioningConfiguration={"Status": props[prop].get("Status", "Enabled")})
         elif prop == "BucketEncryption":
-            rules = props[prop].get("ServerSideEncryptionConfiguration") or []
+            rules = [_sse_to_api(r) for r in props[prop].get("ServerSideEncryptionConfiguration") or []]
             await ctx.call("s3", "put_bucket_encryption", Bucket=bucket,
                            ServerSideEncryptionConfiguration={"Rules": rules})
         elif prop == "PublicAccessBlockConfiguration":

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ....diff.aws_compare import CompareSpec
-from ....diff.aws_policy import normalize_policy, parse_policy, statement_id
+from ....diff.aws_policy import normalize_policy, parse_policy, statement_id, with_version
 from ....model import AwsDeclaration, Change
 from ..base import Adapter, ApiError, Ctx, Live, per_resource, resolved
 from ..registry import register
@@ -24,6 +24,7 @@ class BucketPolicy(Adapter):
     type_name = "AWS::S3::BucketPolicy"
     service = "s3"
     name_property = "Bucket"
+    properties = frozenset({"Bucket", "PolicyDocument"})
     read_permissions = ("s3:ListAllMyBuckets", "s3:GetBucketPolicy")
     revert_permissions = ("s3:PutBucketPolicy",)
     spec = CompareSpec(sets={"/PolicyDocument/Statement": statement_id})
@@ -51,7 +52,7 @@ class BucketPolicy(Adapter):
         return await per_resource(ctx, self.type_name, pids, lambda b: self._read_one(ctx, b))
 
     async def _put(self, ctx: Ctx, decl: AwsDeclaration) -> None:
-        doc = parse_policy(resolved(decl).get("PolicyDocument"))
+        doc = with_version(resolved(decl).get("PolicyDocument"))
         await ctx.call("s3", "put_bucket_policy", Bucket=self.physical_id(decl),
                        Policy=doc if isinstance(doc, str) else json.dumps(doc))
 

@@ -27,6 +27,7 @@ class Parameter(Adapter):
     type_name = "AWS::SSM::Parameter"
     service = "ssm"
     name_property = "Name"
+    properties = frozenset({"Name", "Type", "Value", "Description", "AllowedPattern", "Tier", "DataType", "Tags"})
     read_permissions = ("ssm:GetParameters", "ssm:DescribeParameters", "ssm:ListTagsForResource", "kms:Decrypt")
     revert_permissions = ("ssm:PutParameter", "ssm:AddTagsToResource", "ssm:RemoveTagsFromResource", "kms:Encrypt")
     spec = CompareSpec(closed=("/Tags",))
