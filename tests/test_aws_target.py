@@ -6,6 +6,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -308,8 +309,10 @@ async def test_sync_creates_then_detects_every_drift_and_reverts(aws_env: Sandbo
     assert sg[f"/SecurityGroupIngress/{escape('tcp:22:0.0.0.0/0')}"].op is ChangeOp.ADD
     assert sg["/SecurityGroupIngress/tcp:443:10.0.0.0~18"].op is ChangeOp.REMOVE
     assert sg["/SecurityGroupIngress/tcp:443:10.0.0.0~18"].expected["Description"] == "https"
-    assert sg["/Tags/team"].op is ChangeOp.REMOVE and sg["/Tags/team"].expected == "web"
-    assert sg["/Tags/owner"].op is ChangeOp.ADD and sg["/Tags/owner"].actual == "mallory"
+    assert sg["/Tags/team"].op is ChangeOp.REMOVE
+    assert sg["/Tags/team"].expected == "web"
+    assert sg["/Tags/owner"].op is ChangeOp.ADD
+    assert sg["/Tags/owner"].actual == "mallory"
     assert len(sg) == 4, sg
     b = paths(got[("AWS::S3::Bucket", bucket)])
     assert (b["/VersioningConfiguration/Status"].expected, b["/VersioningConfiguration/Status"].actual) == (
@@ -330,7 +333,8 @@ async def test_sync_creates_then_detects_every_drift_and_reverts(aws_env: Sandbo
     pw = paths(got[("AWS::SSM::Parameter", f"/{run}/password")])
     assert (pw["/Value"].expected, pw["/Value"].actual) == (REDACTED, REDACTED)
     text = report_json(r.drifts)
-    assert SECRET not in text and leaked not in text
+    assert SECRET not in text
+    assert leaked not in text
     assert paths(got[("AWS::AutoScaling::AutoScalingGroup", f"workers-{run}")])["/DesiredCapacity"].actual == 2
     rec = paths(got[("AWS::Route53::RecordSet", f"api.{params['Zone']}")])
     assert rec["/ResourceRecords/10.0.0.1"].op is ChangeOp.REMOVE
@@ -338,7 +342,8 @@ async def test_sync_creates_then_detects_every_drift_and_reverts(aws_env: Sandbo
     t = paths(got[("AWS::DynamoDB::Table", f"sessions-{run}")])
     assert t["/PointInTimeRecoverySpecification/PointInTimeRecoveryEnabled"].actual is False
     fn = paths(got[("AWS::Lambda::Function", f"handler-{run}")])
-    assert fn["/MemorySize"].actual == 1024 and fn["/Environment/Variables/DEBUG"].op is ChangeOp.ADD
+    assert fn["/MemorySize"].actual == 1024
+    assert fn["/Environment/Variables/DEBUG"].op is ChangeOp.ADD
     assert got[("AWS::ECR::Repository", f"images-{run}")].drift is DriftKind.MISSING
     assert got[("AWS::EC2::SecurityGroup", f"rogue-{run}")].drift is DriftKind.UNMANAGED
     assert r.coverage["AWS::EC2::SecurityGroup"] == (1, 2)
@@ -354,7 +359,8 @@ async def test_sync_creates_then_detects_every_drift_and_reverts(aws_env: Sandbo
     assert ssm.get_parameter(Name=f"/{run}/password", WithDecryption=True)["Parameter"]["Value"] == SECRET
     ec2.delete_security_group(GroupId=rogue)
     final = await target.check(env, desired, inventory=frozenset())
-    assert final.drifts == () and final.errors == ()
+    assert final.drifts == ()
+    assert final.errors == ()
 
     # 5. Every call made above is covered by the least-privilege policy for these types (enforce).
     policy = aws_permissions.iam_policy(REQUIRED, enforce=True)
@@ -410,7 +416,9 @@ Resources:
     target.session("moto").add_client_hook(throttle)
     sb.boto3_client("ssm").put_parameter(Name=f"/{run}/b", Value="2", Type="String", Overwrite=True)
     r = await target.check(env, desired, inventory=frozenset())
-    assert len(r.errors) == 1 and "throttled" in r.errors[0] and f"a-{run}" in r.errors[0]
+    assert len(r.errors) == 1
+    assert "throttled" in r.errors[0]
+    assert f"a-{run}" in r.errors[0]
     assert [(d.key.name, d.drift) for d in r.drifts] == [(f"/{run}/b", DriftKind.MODIFIED)]
 
 
@@ -439,12 +447,41 @@ def test_registry_declares_permissions_for_every_adapter() -> None:
     assert REQUIRED <= set(adapters)
     for name, a in adapters.items():
         assert a.type_name == name
-        assert a.read_permissions and a.revert_permissions, name
+        assert a.read_permissions, name
+        assert a.revert_permissions, name
         for action in (*a.read_permissions, *a.revert_permissions):
             service, _, op = action.partition(":")
-            assert service and op[:1].isupper(), (name, action)
+            assert service, (name, action)
+            assert op[:1].isupper(), (name, action)
         read = set(aws_permissions.iam_policy([name], enforce=False)["Statement"][0]["Action"])
         assert set(a.read_permissions) <= read
         enforce = {x for st in aws_permissions.iam_policy([name], enforce=True)["Statement"] for x in st["Action"]}
         assert set(a.revert_permissions) <= enforce
         assert not set(a.revert_permissions) - set(a.read_permissions) & read, name  # observe cannot write
+
+
+CORPUS = Path(__file__).parent / "data" / "corpus" / "cloudformation"
+
+
+@pytest.mark.anyio
+async def test_corpus_templates_sync_to_zero_drift(aws_env: Sandbox, target: AwsTarget) -> None:
+    run = "c" + uuid.uuid4().hex[:8]
+    params = {"KeyName": "k", "Subnets": "subnet-1", "BucketName": f"corpus-{run}", "PublisherAccountID": ACCOUNT_ID}
+    decls = []
+    for f in sorted(CORPUS.rglob("*.yaml")):
+        result = parse_template(f.read_bytes(), f.name, Context(region=aws_env.aws_region, account_id=ACCOUNT_ID,
+                                                                 stack_name="corpus", parameters=params))
+        assert not result.errors, result.errors
+        decls += result.declarations
+    desired = DesiredState(revision="r1", aws=tuple(decls))
+    checked = [d for d in desired.aws if registry.get(d.type) is not None]
+    assert {d.type for d in checked} == {"AWS::EC2::SecurityGroup", "AWS::S3::Bucket", "AWS::S3::BucketPolicy"}
+    env = environment(run)
+    first = await target.check(env, desired, inventory=frozenset())
+    assert first.errors == ()
+    done = await target.revert(env, desired, first.drifts)
+    assert [(d.key.name, d.reason) for d in done if d.action is not Action.REVERTED] == []
+    r = await target.check(env, desired, inventory=frozenset())
+    assert r.errors == ()
+    assert r.drifts == (), report_json(r.drifts)
+    assert r.resources == len(checked)
