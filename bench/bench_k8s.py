@@ -67,7 +67,8 @@ async def main() -> None:
     cluster = ClusterSettings("sb", kubeconfig=Path(sb.kubeconfig), concurrency=16)
     nss = "".join(f"---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench-{i:04d}\n"
                   for i in range(args.namespaces))
-    subprocess.run(["kubectl", "--kubeconfig", sb.kubeconfig, "apply", "--server-side", "-f", "-"], input=nss,
+    subprocess.run(["kubectl", "--kubeconfig", sb.kubeconfig, "apply", "--server-side", "-f", "-"],  # noqa: ASYNC221
+                   input=nss,
                    text=True, check=True, capture_output=True)
     t = KubernetesTarget(cluster)
     t0 = time.perf_counter()
@@ -95,7 +96,7 @@ async def main() -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump_all(objs, f)
     t0 = time.perf_counter()
-    p = subprocess.run(["kubectl", "--kubeconfig", sb.kubeconfig, "diff", "--server-side", "--force-conflicts",
+    p = subprocess.run(["kubectl", "--kubeconfig", sb.kubeconfig, "diff", "--server-side", "--force-conflicts",  # noqa: ASYNC221
                         "--field-manager=driftd", "-f", f.name], capture_output=True, text=True, check=False)
     kd = time.perf_counter() - t0
     os.unlink(f.name)
