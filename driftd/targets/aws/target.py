@@ -10,7 +10,7 @@ makes its resources unknown (``TargetResult.errors``), never drift.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
@@ -58,6 +58,7 @@ class AwsTarget:
         self._accounts = dict(accounts)
         self._sessions: dict[str, AccountSession] = {}
         self._attributors: dict[str, Attributor] = {}
+        self.last_calls: Counter[str] = Counter()  # calls of the last check, by "service:Operation"
 
     def session(self, account: str) -> AccountSession:
         s = self._sessions.get(account)
@@ -84,6 +85,7 @@ class AwsTarget:
             ctx = self._ctx(env, unmanaged=env.aws.unmanaged)
             drifts, errors, coverage, checked = await self._check(ctx, env, desired, inventory)
             drifts = await self._attribute(env, ctx, drifts)
+        self.last_calls = calls
         return TargetResult(target=TargetKind.AWS, resources=checked, drifts=tuple(drifts), errors=tuple(errors),
                             api_calls=sum(calls.values()), coverage=coverage)
 

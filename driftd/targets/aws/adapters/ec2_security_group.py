@@ -22,6 +22,7 @@ _PROTO = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": "-1", "-1
 _PEERS_IN = ("CidrIp", "CidrIpv6", "SourceSecurityGroupId", "SourceSecurityGroupName", "SourcePrefixListId")
 _PEERS_OUT = ("CidrIp", "CidrIpv6", "DestinationSecurityGroupId", "DestinationPrefixListId")
 INGRESS, EGRESS = "SecurityGroupIngress", "SecurityGroupEgress"
+NAME_FILTER_MAX = 200  # values one DescribeSecurityGroups filter takes
 
 
 def _cidr(v: str) -> str:
@@ -176,12 +177,12 @@ class SecurityGroup(Adapter):
     async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
         pids = {self.physical_id(d) for d in decls}
         default_vpc = await self._default_vpc(ctx) if any("/" not in p for p in pids) else None
-        if ctx.unmanaged:
-            groups = await self._all(ctx)
+        if ctx.unmanaged or len(pids) > NAME_FILTER_MAX:
+            groups = await self._all(ctx)  # 1,000 a page beats 200 names a call
         else:
             names = sorted({p.rpartition("/")[2] for p in pids})
             groups = []
-            for part in chunks(names, 200):
+            for part in chunks(names, NAME_FILTER_MAX):
                 groups += await ctx.paginate("ec2", "describe_security_groups", "SecurityGroups",
                                              Filters=[{"Name": "group-name", "Values": list(part)}])
         index = self._index(groups, default_vpc)
