@@ -11,6 +11,7 @@ holding the same objects. Prints wall times, API requests and dry runs per check
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -58,8 +59,12 @@ def state(objs: list[dict[str, Any]]) -> DesiredState:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--namespaces", type=int, default=200)
+    ap.add_argument("--cleanup-only", action="store_true")
     args = ap.parse_args()
     sb = Sandbox.load(os.environ["DRIFTD_SANDBOX"])
+    if args.cleanup_only:
+        await cleanup(ClusterSettings("sb", kubeconfig=Path(sb.kubeconfig), concurrency=16), args.namespaces)
+        return
     objs = objects(args.namespaces)
     ds = state(objs)
     env = EnvironmentSettings("bench", "repo", "main",
@@ -102,6 +107,25 @@ async def main() -> None:
     os.unlink(f.name)
     print(f"kubectl diff --server-side -f: {kd:.2f}s (exit {p.returncode}, {len(p.stdout.splitlines())} diff lines)")
     print(f"speed-up: cold {kd / cold:.1f}x, warm {kd / warm:.1f}x (target >= 5x cold)")
+    await cleanup(cluster, args.namespaces)
+
+
+async def cleanup(cluster: ClusterSettings, n: int) -> None:
+    """Delete the bench Services: the sandbox's /24 service range holds about 250 cluster IPs."""
+    t = KubernetesTarget(cluster)
+    client = await t.client()
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            for name in ("podinfo", "kube-state-metrics", "metrics-server"):
+                tg.start_soon(_delete, client, f"/api/v1/namespaces/bench-{i:04d}/services/{name}")
+    await t.aclose()
+
+
+async def _delete(client: Any, path: str) -> None:
+    from driftd.errors import DriftdError
+
+    with contextlib.suppress(DriftdError):
+        await client.request("DELETE", path, verb="delete", resource="services")
 
 
 if __name__ == "__main__":
