@@ -128,7 +128,7 @@ def test_ignore_rules_annotation_and_hpa() -> None:
 
 def test_rbac_rules() -> None:
     rules = rbac_rules([("apps", "deployments"), ("", "configmaps"), ("apps", "statefulsets")], enforce=False)
-    assert rules == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+    assert rules == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "patch"]},
                      {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"],
-                      "verbs": ["get", "list", "watch"]}]
+                      "verbs": ["get", "list", "watch", "patch"]}]
     assert "delete" in rbac_rules([("", "secrets")], enforce=True)[0]["verbs"]

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-READ = ("get", "list", "watch")
-WRITE = ("patch", "create", "delete")
+# The server-side-apply dry run is authorised as a real PATCH (dryRun changes nothing, but RBAC
+# does not know that), so even a read-only driftd needs "patch"; reverting adds create/delete.
+READ = ("get", "list", "watch", "patch")
+WRITE = ("create", "delete")
 
 
 def rbac_rules(kinds: Iterable[tuple[str, str]], enforce: bool) -> list[dict[str, Any]]:
-    """ClusterRole rules for (API group, resource) pairs: read-only, plus patch/create/delete when
-    driftd reverts (enforce mode or ``driftd sync``). One rule per group, resources sorted."""
+    """ClusterRole rules for (API group, resource) pairs: get/list/watch plus patch (dry runs), and
+    create/delete when driftd reverts (enforce mode or ``driftd sync``). One rule per group."""
     by_group: dict[str, set[str]] = {}
     for group, resource in kinds:
         by_group.setdefault(group, set()).add(resource)
