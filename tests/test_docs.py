@@ -223,3 +223,24 @@ def test_reference_parser_catches_a_wrong_default(tmp_path: Path) -> None:
     fake.write_text(text.replace('| `fight_window` | duration | `"10m"` |', '| `fight_window` | duration | `"11m"` |'))
     with pytest.raises(AssertionError, match=r"fight_window: README says"):
         test_documented_defaults_match_the_code(readme_reference(fake))
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/architecture.md", "docs/operations.md"])
+def test_relative_links_resolve(doc: str) -> None:
+    """Every relative link in the docs points at a file or directory of the repository."""
+    path = ROOT / doc
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text())
+    local = [ln for ln in links if not re.match(r"^[a-z]+:", ln)]
+    assert local, f"{doc} links nothing"
+    broken = [ln for ln in local if not (path.parent / ln).exists()]
+    assert not broken, f"{doc}: broken links {broken}"
+
+
+def test_architecture_doc_names_every_layer_of_the_import_contract() -> None:
+    """docs/architecture.md describes the layers lint-imports enforces: each one is named there."""
+    pyproject = tomli.loads((ROOT / "pyproject.toml").read_text())
+    contracts = pyproject["tool"]["importlinter"]["contracts"]
+    (layers,) = [c["layers"] for c in contracts if c["type"] == "layers"]
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    missing = [m.strip() for layer in layers for m in layer.split("|") if m.strip() not in text]
+    assert not missing, f"docs/architecture.md does not mention layer modules {missing}"
