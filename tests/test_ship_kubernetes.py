@@ -380,13 +380,10 @@ def test_daemon_in_cluster_checks_the_alert_environment(envs: dict[str, Any], in
     assert in_cluster["_TOKEN"] not in log.read_text(), "the token leaked to the log"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "driftd permissions (targets/kubernetes/rbac.py rbac_rules) grants observe/alert environments only "
-    "get/list/watch, but the server-side-apply dry run driftd compares with is authorized as a patch: "
-    "the printed ClusterRole cannot check. It needs patch too (config/kubernetes/base/clusterrole-observe.yaml "
-    "grants it and admission-dry-run-only.yaml keeps it dry-run only)."))
 def test_printed_permissions_suffice_to_check_an_alert_environment(
         envs: dict[str, Any], shipped: Sandbox, tmp_path: Path) -> None:
+    """The ClusterRole `driftd permissions` prints for an alert environment, bound alone to a fresh
+    ServiceAccount, is enough to check it (the SSA dry run needs patch: the role must say so)."""
     cfg = tmp_path / "alert-only.toml"
     cfg.write_text(f"""
 [daemon]
