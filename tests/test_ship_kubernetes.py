@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-import yaml
 
 from tests.sandbox import Sandbox
 
@@ -36,63 +35,6 @@ SA_USER = "system:serviceaccount:driftd:driftd"
 DRIFTD = [sys.executable, "-m", "driftd"]
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
-
-
-# --- the manifests themselves (no server needed) -------------------------------------------------
-
-def _docs(path: Path) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for f in sorted(path.glob("*.yaml")):
-        out += [d for d in yaml.safe_load_all(f.read_text()) if d]
-    return out
-
-
-@pytest.mark.sandbox  # (module mark) kept explicit: these two read files only
-def test_sidecar_pod_spec_is_locked_down() -> None:
-    (dep,) = [d for d in _docs(BASE) if d["kind"] == "Deployment"]
-    spec = dep["spec"]["template"]["spec"]
-    assert spec["serviceAccountName"] == "driftd"
-    assert spec["securityContext"]["runAsNonRoot"] is True
-    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-    (c,) = [c for c in spec["containers"] if c["name"] == "driftd"]
-    sc = c["securityContext"]
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["capabilities"]["drop"] == ["ALL"]
-    assert sc["runAsUser"] == 10001  # the image's USER
-    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    env = {e["name"]: e for e in c["env"]}
-    assert {"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"} <= env.keys()
-    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-    token_dir = str(Path(env["AWS_WEB_IDENTITY_TOKEN_FILE"]["value"]).parent)
-    vols = {v["name"]: v for v in spec["volumes"]}
-    aws_vol = vols[mounts[token_dir]["name"]]
-    (src,) = aws_vol["projected"]["sources"]
-    assert src["serviceAccountToken"]["audience"] == "sts.amazonaws.com"
-    # state_dir and /tmp are writable volumes; the config is a read-only ConfigMap
-    (cm,) = [d for d in _docs(BASE) if d["kind"] == "ConfigMap"]
-    cfg = cm["data"]["driftd.toml"]
-    import tomli
-
-    state_dir = tomli.loads(cfg)["daemon"]["state_dir"]
-    assert state_dir in mounts
-    assert "/tmp" in mounts
-    assert mounts["/etc/driftd"]["readOnly"] is True
-    assert tomli.loads(cfg)["daemon"]["listen"].startswith("0.0.0.0:")
-
-
-def test_sidecar_config_is_valid(tmp_path: Path) -> None:
-    from driftd.config import parse_config
-
-    (cm,) = [d for d in _docs(BASE) if d["kind"] == "ConfigMap"]
-    token = tmp_path / "token"
-    token.write_text("x")
-    text = cm["data"]["driftd.toml"].replace("/etc/driftd/git/token", str(token))
-    import tomli
-
-    cfg = parse_config(tomli.loads(text), tmp_path / "driftd.toml")
-    assert cfg.clusters["this-cluster"].kubeconfig is None  # in-cluster
 
 
 # --- against the API server -----------------------------------------------------------------------
@@ -426,3 +368,47 @@ mode = "alert"
     finally:
         _kubectl(shipped, "delete", "clusterrolebinding", "driftd-printed-test", "--ignore-not-found", check=False)
         _kubectl(shipped, "delete", "clusterrole", "driftd-printed-test", "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_in_cluster_token_is_reread_when_the_kubelet_rotates_it(
+        in_cluster: dict[str, str], shipped: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kubelet rewrites the projected token file hourly: the client must pick up the new one
+    without a restart (a stale token is a 401 once it expires)."""
+    from driftd.config import ClusterSettings
+    from driftd.targets.kubernetes.client import ApiError, connect
+
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    for name in ("ca.crt", "namespace"):
+        (sa / name).write_bytes((Path(in_cluster["DRIFTD_SERVICEACCOUNT_DIR"]) / name).read_bytes())
+    token_file = sa / "token"
+    token_file.write_text(in_cluster["_TOKEN"])
+    for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+        monkeypatch.setenv(k, in_cluster[k])
+    monkeypatch.setenv("DRIFTD_SERVICEACCOUNT_DIR", str(sa))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+
+    def rotate(text: str, stamp: float) -> None:
+        token_file.write_text(text)
+        os.utime(token_file, (stamp, stamp))  # distinct mtimes even within one clock tick
+
+    client = await connect(ClusterSettings(name="in-cluster"))
+    try:
+        ok = await client.request("GET", "/apis/apps/v1/deployments", verb="list", resource="deployments")
+        assert ok["kind"] == "DeploymentList"
+        rotate("not-a-valid-token", time.time() + 10)
+        with pytest.raises(ApiError) as err:
+            await client.request("GET", "/apis/apps/v1/deployments", verb="list", resource="deployments")
+        assert err.value.status == 401
+        fresh = _kubectl(shipped, "-n", "driftd", "create", "token", "driftd", "--duration=1h").strip()
+        rotate(fresh, time.time() + 20)
+        again = await client.request("GET", "/apis/apps/v1/deployments", verb="list", resource="deployments")
+        assert again["kind"] == "DeploymentList"
+    finally:
+        await client.aclose()
