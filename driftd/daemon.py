@@ -11,6 +11,13 @@ events for objects the environment declares, inventoried or watches (debounced ~
 periodic full resync (``kubernetes.resync_interval``), the AWS poll (``interval`` with jitter), and
 retries after a failure (capped exponential backoff; other environments are not affected).
 
+Desired state in error (the repository cannot be fetched, the branch is gone, the tree does not
+parse): the environment reports ``error`` with the reason, keeps its last good revision (the
+report's ``revision``) and the drifts seen at it, and runs NO pass at all until Git can be read
+again: nothing is reverted, nothing is pruned, a deleted branch is never read as "every object was
+removed". Loop triggers (events, resyncs) are dropped meanwhile; the recovery's load re-runs a full
+pass at once.
+
 Signals: SIGTERM/SIGINT drain (in-flight reverts finish and are recorded, bounded by
 ``daemon.shutdown_timeout``) then exit 0. SIGHUP reloads the config file: an invalid file is
 logged with its reasons and the old config keeps running; otherwise environments are added,
@@ -36,7 +43,7 @@ from .engine.scheduler import Backoff, PooledTarget, Sources, TargetPool, aws_co
 from .engine.status import EngineStatus
 from .errors import ConfigErrors, DriftdError
 from .log import get_logger
-from .model import Action, ResourceKey, TargetKind
+from .model import Action, DesiredState, ResourceKey, TargetKind
 from .state import StateError, StateStore
 
 log = get_logger("driftd.daemon")
@@ -59,6 +66,7 @@ class Worker:
     full_due: set[TargetKind] = field(default_factory=set)
     watched: frozenset[ResourceKey] = frozenset()  # declared or inventoried Kubernetes keys
     watch_scope: anyio.CancelScope | None = None
+    fetch_error: str | None = None  # the repository's latest fetch failed (set by the repository loop)
 
     def poke(self) -> None:
         self.wake.set()
@@ -237,15 +245,18 @@ class Daemon:
                     result = await self.sources.fetch(name)
                     backoff.reset()
                     for w in self._envs_of(name):
-                        if w.rt.desired is None or w.settings.branch in result.changed \
+                        recovered, w.fetch_error = w.fetch_error is not None, None
+                        if recovered or w.rt.desired is None or w.settings.branch in result.changed \
                                 or w.settings.branch in result.removed:
                             w.new_revision()
                 except (DriftdError, TimeoutError) as e:
                     delay = min(delay, backoff.next_delay())
-                    log.warning("source.fetch_failed", repository=name, error=str(e), retry_in=round(delay, 1))
+                    reason = str(e) or f"fetch timed out ({type(e).__name__})"
+                    log.warning("source.fetch_failed", repository=name, error=reason, retry_in=round(delay, 1))
                     for w in self._envs_of(name):
-                        if w.rt.desired is None:  # never loaded: show the error; else keep the last good
-                            w.new_revision()
+                        # Every environment of the repository reports it; none acts on what it has.
+                        w.fetch_error = f"cannot fetch repository {name}: {reason}"
+                        w.new_revision()
                 wake = self.repo_wake[name] = anyio.Event()
                 with anyio.move_on_after(delay):
                     await wake.wait()
@@ -304,20 +315,29 @@ class Daemon:
         full |= {k for k, t in next_full.items() if t <= now}
         if w.revision_due:
             w.revision_due = False
-            result = await self.sources.load(env, **aws_context(self.config, env))
-            if result.state is None:
-                rt.desired_error = load_error(result)
-                log.warning("desired.load_failed", env=env.name, revision=result.revision, error=rt.desired_error)
+            state: DesiredState | None = None
+            if w.fetch_error is not None:
+                failed = w.fetch_error
+                last_good = rt.desired.revision if rt.desired else self.sources.loader.last_good_revision(env.name)
+            else:
+                result = await self.sources.load(env, **aws_context(self.config, env))
+                state, failed = result.state, load_error(result)
+                last_good = rt.desired.revision if rt.desired else result.last_good_revision
+            if state is None:
+                rt.desired_error = desired_error_message(failed, last_good)
+                self._hold(w, next_full)
+                log.warning("desired.load_failed", env=env.name, last_good_revision=last_good, error=failed)
                 await self.reconciler.publish(rt)
                 return
-            changed = rt.desired is None or rt.desired.revision != result.state.revision or rt.desired_error
-            rt.set_desired(result.state)
+            changed = rt.desired is None or rt.desired.revision != state.revision or rt.desired_error
+            rt.set_desired(state)
             if changed:
-                log.info("desired.loaded", env=env.name, revision=result.state.revision,
-                         kubernetes=len(result.state.kubernetes), aws=len(result.state.aws))
+                log.info("desired.loaded", env=env.name, revision=state.revision,
+                         kubernetes=len(state.kubernetes), aws=len(state.aws))
                 full |= {k for k, _ in self.pool.names(env)}
                 await self._rewatch(w, tg)
         if rt.desired is None or rt.desired_error:
+            self._hold(w, next_full)
             return
         dirty, w.dirty = w.dirty, {}
         first_event, w.first_event = w.first_event, None
@@ -343,6 +363,15 @@ class Daemon:
             if kind is TargetKind.AWS and any(d.action is Action.REVERTED for d in res.drifts):
                 next_full[kind] = time.monotonic() + 2.0
         await self.reconciler.publish(rt)
+
+    @staticmethod
+    def _hold(w: Worker, next_full: dict[TargetKind, float]) -> None:
+        """No pass while the desired state is in error: drop pending triggers (the loop would spin on
+        them); the load that ends the error schedules a full pass of every target."""
+        w.dirty.clear()
+        w.first_event = None
+        w.full_due.clear()
+        next_full.clear()
 
     async def _rewatch(self, w: Worker, tg: anyio.abc.TaskGroup) -> None:
         """(Re)start the informers for this environment's Kubernetes objects at its new revision."""
@@ -395,6 +424,14 @@ class Daemon:
                 except StateError as e:
                     log.warning("state.prune_failed", error=str(e))
             await anyio.sleep(RETENTION_EVERY)
+
+
+def desired_error_message(reason: str, last_good: str | None) -> str:
+    """The environment's error while its desired state cannot be read: the reason, and what is kept."""
+    if last_good is None:
+        return f"desired state unavailable: {reason}"
+    return (f"desired state unavailable: {reason}; keeping last good revision {last_good[:12]} "
+            "(nothing is reverted or pruned until Git can be read)")
 
 
 def run(config: Config) -> int:

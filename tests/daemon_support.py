@@ -85,6 +85,15 @@ class GitRepo:
         return self._git("rev-parse", "HEAD").strip()
 
 
+    def delete_branch(self, branch: str) -> None:
+        """Delete ``branch`` on the remote, as someone would by mistake (the local branch stays)."""
+        self._git("push", "-q", "origin", "--delete", branch)
+
+    def push_branch(self, branch: str) -> None:
+        """Push the local ``branch`` (again) to the remote."""
+        self._git("push", "-q", "-f", "origin", f"{branch}:{branch}")
+
+
 def toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

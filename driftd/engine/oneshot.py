@@ -70,15 +70,33 @@ async def _open_store(config: Config, *, write: bool) -> AsyncIterator[StateStor
         await cm.__aexit__(None, None, None)
 
 
+class _Fetches:
+    """Each repository fetched once for all its environments (a second concurrent fetch of the same
+    cache would be refused as "still running"); a failure stays in the cache's ``last_error``."""
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+        self.locks: dict[str, anyio.Lock] = {}
+        self.done: set[str] = set()
+
+    async def fetch(self, repository: str) -> None:
+        lock = self.locks.setdefault(repository, anyio.Lock())
+        async with lock:
+            if repository in self.done:
+                return
+            try:
+                await self.sources.fetch(repository)
+            except (DriftdError, TimeoutError) as e:
+                log.warning("source.fetch_failed", repository=repository, error=str(e))
+            self.done.add(repository)
+
+
 async def _one_env(config: Config, env: EnvironmentSettings, sources: Sources, pool: TargetPool,
                    reconciler: Reconciler, target: TargetKind | None, pass_kind: str,
-                   dry_run: bool | None, progress: Progress) -> EnvironmentReport:
+                   dry_run: bool | None, progress: Progress, fetches: _Fetches) -> EnvironmentReport:
     rt = EnvRuntime(env)
     progress.step(f"{env.name}: fetching {env.repository}")
-    try:
-        await sources.fetch(env.repository)
-    except DriftdError as e:
-        log.warning("source.fetch_failed", env=env.name, repository=env.repository, error=str(e))
+    await fetches.fetch(env.repository)
     result = await sources.load(env, **aws_context(config, env))
     if result.state is None:
         rt.desired_error = load_error(result)
@@ -113,12 +131,13 @@ async def _run(config: Config, envs: Sequence[EnvironmentSettings], target: Targ
         # CHECK passes only read the inventory from the store; they return before recording.
         reconciler = Reconciler(store, actor=actor)
         limiter = anyio.CapacityLimiter(8)
+        fetches = _Fetches(sources)
 
         async def one(env: EnvironmentSettings) -> None:
             async with limiter:
                 try:
                     reports[env.name] = await _one_env(config, env, sources, pool, reconciler, target, pass_kind,
-                                                       dry_run, progress)
+                                                       dry_run, progress, fetches)
                 except Exception as e:
                     log.exception("check.crashed", env=env.name)
                     reports[env.name] = EnvironmentReport(env.name, None, Status.ERROR,
