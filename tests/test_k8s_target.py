@@ -289,3 +289,51 @@ async def test_prune_refusals(sandbox: Any, k8s_namespace: str) -> None:
         assert len(sandbox.kubectl_json("get", "configmaps", "-n", ns, "-l", "!x")["items"]) >= 3
     finally:
         await t.aclose()
+
+
+@pytest.mark.anyio
+async def test_fast_path_gives_the_dry_runs_verdicts(sandbox: Any, k8s_namespace: str) -> None:
+    """diff.noop skips the dry run only where the server would find nothing: the same check with
+    and without it gives the same drifts, after operator changes and after Git changes."""
+    ns = k8s_namespace
+    docs = _app_docs(ns)
+    env = env_for(ns)
+    fast = target(sandbox)
+    slow = KubernetesTarget(ClusterSettings("sandbox", kubeconfig=Path(sandbox.kubeconfig)), fast_path=False)
+    k = sandbox.kubectl
+    try:
+        await sync(fast, env, desired(docs))
+        fresh = target(sandbox)
+        r = await fresh.check(env, desired(docs), inventory=frozenset())
+        assert r.drifts == ()
+        # Only the Secret (stringData is write-only) and podinfo (cpu 2000m is stored as 2) need the server.
+        assert fresh.dry_runs <= 2 < fresh.proven_noops, (fresh.dry_runs, fresh.proven_noops)
+        await fresh.aclose()
+
+        k("set", "image", "deployment/podinfo", "-n", ns, "podinfod=ghcr.io/stefanprodan/podinfo:6.0.0")
+        k("set", "env", "deployment/kube-state-metrics", "-n", ns, "ADDED_VAR=1")
+        k("label", "service", "kube-state-metrics", "-n", ns, "team=ops")
+        k("annotate", "serviceaccount", "kube-state-metrics", "-n", ns, "ops/note=x")
+        # A controller's addition is not drift; a human setting Git's own value is not either.
+        k("annotate", "configmap", "old-config", "-n", ns, "ctl/rev=3", "--field-manager=kube-controller-manager")
+        k("patch", "configmap", "app-config", "-n", ns, "--type=merge", "-p", '{"data":{"LOG_LEVEL":"info"}}')
+        k("patch", "deployment", "kube-state-metrics", "-n", ns, "--type=json",
+          "-p", '[{"op":"add","path":"/spec/template/spec/containers/0/securityContext/capabilities/drop/-",'
+                '"value":"NET_RAW"}]')
+        changed = [dict(d) for d in docs]
+        for d in changed:
+            if d["kind"] == "Service" and d["metadata"]["name"] == "podinfo":  # Git drops a field driftd owns
+                d["spec"] = {**d["spec"], "ports": d["spec"]["ports"][:1]}
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "old-config":  # Git adds one
+                d["data"] = {"x": "1", "y": "2"}
+        for ds in (desired(docs), desired(changed, "rev2")):
+            a = await fast.check(env, ds, inventory=frozenset())
+            b = await slow.check(env, ds, inventory=frozenset())
+            assert a.errors == b.errors == ()
+            assert a.drifts == b.drifts
+            assert {x.key.name for x in a.drifts} >= {"podinfo", "kube-state-metrics"}
+        assert {(x.key.kind, x.key.name) for x in a.drifts} >= {("Service", "podinfo"), ("ConfigMap", "old-config")}
+        assert fast.proven_noops > 0
+    finally:
+        await fast.aclose()
+        await slow.aclose()

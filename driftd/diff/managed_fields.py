@@ -88,7 +88,7 @@ def is_human(manager: str, patterns: Iterable[str]) -> bool:
 # --- resolving paths against an object ---------------------------------------------------------
 
 
-def _match_item(items: Sequence[Any], key: str) -> int | None:
+def match_item(items: Sequence[Any], key: str) -> int | None:
     kind, _, raw = key.partition(":")
     if kind == "i":
         i = int(raw) if raw.isdigit() else -1
@@ -117,7 +117,7 @@ def resolve(obj: Any, path: Path) -> str | None:
                 return None
             node, at = node[name], child(at, name)
         elif isinstance(node, list):
-            i = _match_item(node, seg)
+            i = match_item(node, seg)
             if i is None:
                 return None
             node, at = node[i], child(at, i)
@@ -149,7 +149,7 @@ class Addition:
     time: datetime | None
 
 
-def _declared(p: Path, owned: frozenset[Path], leaves: frozenset[Path]) -> bool:
+def declared_by(p: Path, owned: frozenset[Path], leaves: frozenset[Path]) -> bool:
     if p in owned:
         return True
     return any(p[:i] in leaves for i in range(1, len(p)))
@@ -175,7 +175,7 @@ def additions(live: Mapping[str, Any], declared: Mapping[str, Any] | None, human
         if not is_human(e.manager, patterns) or e.subresource == "status":
             continue
         for p in e.fields:
-            if not p or _declared(p, d_owned, d_leaves):
+            if not p or declared_by(p, d_owned, d_leaves):
                 continue
             ok, value = value_at(live, p)
             ptr = resolve(live, p)

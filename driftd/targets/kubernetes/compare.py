@@ -7,6 +7,12 @@ force=true, dryRun=All``; diff.explain compares that prediction with the live ob
 A verdict depends only on the object driftd would apply and on the live object, so it is
 cached by (digest of the applied body, live uid, live resourceVersion): steady state costs
 no dry run at all, and one event re-evaluates one object.
+
+Cold (a fresh process, a ``driftd check``) most objects are in sync and were last applied by
+driftd: diff.noop proves from the live object alone (driftd's managedFields entry as the
+schema) that the apply would change nothing, and no dry run is sent. Anything it cannot prove
+(a changed value, a quantity the server would normalize, a field Git dropped, a human's
+addition) goes to the server.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 from ...diff import ignore, pointer
 from ...diff.explain import Verdict, explain
 from ...diff.managed_fields import DRIFTD_MANAGER, entries, resolve
+from ...diff.noop import apply_is_noop
 from ...model import DesiredObject, ObjectMode, ResourceKey
 from .client import APPLY_PATCH, ApiError, KubeClient
 from .discovery import ResourceInfo
@@ -73,12 +80,14 @@ class DryRunRefused(ApiError):
 
 
 class Comparer:
-    def __init__(self, client: KubeClient, human_managers: tuple[str, ...]) -> None:
+    def __init__(self, client: KubeClient, human_managers: tuple[str, ...], *, fast_path: bool = True) -> None:
         self._client = client
         self._human = human_managers
         self._verdicts: dict[tuple[str, str, str], Verdict] = {}
         self._defaults: dict[str, dict[str, Any] | None] = {}
+        self.fast_path = fast_path
         self.dry_runs = 0
+        self.proven_noops = 0  # verdicts reached without a dry run (diff.noop)
 
     def cached(self, p: Planned, live: Mapping[str, Any]) -> Verdict | None:
         return self._verdicts.get(_vkey(p, live))
@@ -88,6 +97,11 @@ class Comparer:
         v = self._verdicts.get(k)
         if v is not None:
             return v
+        if self.fast_path and apply_is_noop(apply_body(p, live), live, self._human) is None:
+            self.proven_noops += 1
+            v = Verdict(())
+            self._remember(k, v)
+            return v
         predicted = await self.dry_run(p, live)
         v = explain(kind=p.key.kind, predicted=predicted, live=live, ignored=p.ignored, human_managers=self._human)
         if v.unconfirmed:
@@ -95,10 +109,13 @@ class Comparer:
             if defaults is not None:
                 v = explain(kind=p.key.kind, predicted=predicted, live=live, ignored=p.ignored,
                             human_managers=self._human, defaults=defaults)
+        self._remember(k, v)
+        return v
+
+    def _remember(self, k: tuple[str, str, str], v: Verdict) -> None:
         if len(self._verdicts) > 200_000:
             self._verdicts.clear()
         self._verdicts[k] = v
-        return v
 
     async def dry_run(self, p: Planned, live: Mapping[str, Any] | None) -> dict[str, Any]:
         self.dry_runs += 1

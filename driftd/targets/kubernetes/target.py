@@ -67,9 +67,10 @@ def effective_mode(env: EnvironmentSettings, m: ObjectMode | None) -> Mode:
 class KubernetesTarget:
     kind = TargetKind.KUBERNETES
 
-    def __init__(self, cluster: ClusterSettings, client: KubeClient | None = None) -> None:
+    def __init__(self, cluster: ClusterSettings, client: KubeClient | None = None, *, fast_path: bool = True) -> None:
         self.cluster = cluster
         self._client = client
+        self._fast_path = fast_path
         self._discovery: Discovery | None = None
         self._comparer: Comparer | None = None
         self._informers: dict[tuple[str, str | None], Informer] = {}
@@ -88,12 +89,17 @@ class KubernetesTarget:
 
     async def comparer(self, humans: tuple[str, ...]) -> Comparer:
         if self._comparer is None:
-            self._comparer = Comparer(await self.client(), humans)
+            self._comparer = Comparer(await self.client(), humans, fast_path=self._fast_path)
         return self._comparer
 
     @property
     def dry_runs(self) -> int:
         return self._comparer.dry_runs if self._comparer else 0
+
+    @property
+    def proven_noops(self) -> int:
+        """Objects found in sync without a dry run (see diff.noop)."""
+        return self._comparer.proven_noops if self._comparer else 0
 
     async def aclose(self) -> None:
         if self._client is not None:
