@@ -27,6 +27,7 @@ from typing import Any
 
 import anyio
 import boto3
+from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -67,13 +68,16 @@ def key(kind: str, name: str, region: str = REGION) -> ResourceKey:
 
 def populate(endpoint: str, run: str, n_sg: int, n_b: int, n_r: int, n_p: int) -> list[AwsDeclaration]:
     def client(service: str) -> Any:
-        return boto3.client(service, endpoint_url=endpoint, region_name=REGION)
+        # moto's EC2 backend is not thread-safe: it answers 500 now and then under concurrency; retry those.
+        return boto3.client(service, endpoint_url=endpoint, region_name=REGION,
+                            config=Config(retries={"mode": "standard", "max_attempts": 8}))
 
     ec2, s3, iam, ssm = client("ec2"), client("s3"), client("iam"), client("ssm")
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
                                                      "Action": "sts:AssumeRole"}]}
     decls: list[AwsDeclaration] = []
-    jobs = []
+    jobs: list[Any] = []
+    ec2_jobs: list[Any] = []  # moto's EC2 backend answers 500 under concurrent writes: one thread for it
     for i in range(n_sg):
         name = f"sg-{run}-{i}"
         props = {"GroupName": name, "GroupDescription": "bench",
@@ -86,7 +90,7 @@ def populate(endpoint: str, run: str, n_sg: int, n_b: int, n_r: int, n_p: int) -
             ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[
                 {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
                  "IpRanges": [{"CidrIp": f"10.{i // 256}.{i % 256}.0/24"}]}])
-        jobs.append(sg)
+        ec2_jobs.append(sg)
     for i in range(n_b):
         name = f"b-{run}-{i}"
         props = {"BucketName": name, "VersioningConfiguration": {"Status": "Enabled"},
@@ -112,8 +116,10 @@ def populate(endpoint: str, run: str, n_sg: int, n_b: int, n_r: int, n_p: int) -
         props = {"Name": name, "Type": "String", "Value": f"v{i}"}
         decls.append(AwsDeclaration(key("AWS::SSM::Parameter", name), f"P{i}", "AWS::SSM::Parameter", props))
         jobs.append(lambda name=name, i=i: ssm.put_parameter(Name=name, Value=f"v{i}", Type="String"))
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(4) as pool:
+        serial = pool.submit(lambda: [f() for f in ec2_jobs])
         list(pool.map(lambda f: f(), jobs))
+        serial.result()
     return decls
 
 
