@@ -112,3 +112,27 @@ def test_unread_properties_are_not_checked() -> None:
     a = registry.get("AWS::Lambda::Function")
     assert a is not None
     assert a.compare(decl(a.type_name, {"Code": {"ZipFile": "x"}, "MemorySize": "128"}), {"MemorySize": 128}, {}) == []
+
+
+def test_render_permissions_read_for_alert_write_for_enforce() -> None:
+    import json
+    from pathlib import Path
+
+    from driftd.config import parse_config
+    from driftd.engine.permissions import render_permissions
+
+    def cfg(mode: str):  # type: ignore[no-untyped-def]
+        return parse_config({"aws_accounts": [{"name": "a", "region": "us-east-1"}],
+                             "repositories": [{"name": "r", "url": "file:///nonexistent"}],
+                             "environments": [{"name": "e", "repository": "r", "branch": "main", "mode": mode,
+                                               "aws": {"account": "a"}}]}, Path("/tmp/driftd.toml"))
+
+    alert = json.loads(render_permissions(cfg("alert"), load=False))
+    [read] = alert["aws"]["a"]["Statement"]
+    assert "ec2:DescribeSecurityGroups" in read["Action"]
+    assert not any(a.startswith(("ec2:Authorize", "s3:Put", "iam:Put")) for a in read["Action"])
+    assert "every supported AWS type assumed" in alert["notes"][0]
+    enforce = json.loads(render_permissions(cfg("enforce"), load=False))
+    write = enforce["aws"]["a"]["Statement"][1]
+    assert write["Sid"] == "DriftdRevert"
+    assert "ec2:RevokeSecurityGroupIngress" in write["Action"]
