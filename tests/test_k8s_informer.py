@@ -106,3 +106,87 @@ async def test_watch_feeds_check_without_lists_and_reports_nothing_missing(sandb
             tg.cancel_scope.cancel()
     finally:
         await t.aclose()
+
+
+def _secret(ns: str, name: str) -> DesiredObject:
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "type": "Opaque",
+            "data": {"k": "dg=="}}
+    return DesiredObject(ResourceKey(TargetKind.KUBERNETES, "Secret", name, ns, "v1"), body, "t.yaml")
+
+
+@pytest.mark.anyio
+async def test_informers_shared_by_two_environments_survive_one_restarting(sandbox: Any, k8s_namespace: str
+                                                                            ) -> None:
+    """Two environments on one cluster share the ConfigMap informer of a namespace. One of them
+    restarting its watch at a new revision (which no longer declares ConfigMaps) must not stop the
+    informer the other one reads; the last holder leaving stops it."""
+    ns = k8s_namespace
+    a1 = DesiredState("a1", (_cm(ns, "a0"), _secret(ns, "s0")))
+    a2 = DesiredState("a2", (_secret(ns, "s0"),))
+    b1 = DesiredState("b1", (_cm(ns, "b0"), _cm(ns, "b1")))
+    env_a = EnvironmentSettings("a", "repo", "a", kubernetes=KubernetesEnvSettings(cluster="sb", namespace=ns))
+    env_b = EnvironmentSettings("b", "repo", "b", kubernetes=KubernetesEnvSettings(cluster="sb", namespace=ns))
+    t = KubernetesTarget(ClusterSettings("sb", kubeconfig=Path(sandbox.kubeconfig)))
+    seen_a: list[str] = []
+    seen_b: list[str] = []
+    try:
+        for env, ds in ((env_a, a1), (env_b, b1)):
+            await t.revert(env, ds, (await t.check(env, ds, inventory=frozenset())).drifts)
+        disc = await t.discovery()
+        cms, secrets = await disc.resolve("v1", "ConfigMap"), await disc.resolve("v1", "Secret")
+        shared = t.shared_informers
+
+        async with anyio.create_task_group() as tg:
+            async def start(env: EnvironmentSettings, ds: DesiredState, sink: list[str]) -> anyio.CancelScope:
+                scope = anyio.CancelScope()
+
+                async def run(*, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+                    with scope:
+                        await t.watch(env, ds, lambda k: sink.append(k.name), task_status=task_status)
+                await tg.start(run)
+                return scope
+
+            watch_a = await start(env_a, a1, seen_a)  # A starts first: its task group runs the ConfigMap informer
+            watch_b = await start(env_b, b1, seen_b)
+            assert shared.refs(cms, ns) == 2
+            assert shared.refs(secrets, ns) == 1
+            cm_informer = shared.get(cms, ns)
+            secret_informer = shared.get(secrets, ns)
+            assert cm_informer is not None
+            assert secret_informer is not None
+
+            # A moves to revision a2, as the daemon does it: cancel the old watch, start the new one.
+            watch_a.cancel()
+            watch_a = await start(env_a, a2, seen_a)
+            await anyio.sleep(0.5)
+            assert shared.refs(cms, ns) == 1
+            assert shared.get(cms, ns) is cm_informer  # same cache, never re-listed
+            assert shared.get(secrets, ns) is secret_informer
+            assert cm_informer.relists == 1
+            assert secret_informer.relists == 1
+            # B's informer still runs (adopted by B's watch): its events still arrive, to B only.
+            seen_a.clear()
+            sandbox.kubectl("patch", "configmap", "b1", "-n", ns, "--type=merge", "-p", '{"data":{"k":"x"}}')
+            await _wait(lambda: "b1" in seen_b)
+            await _wait(lambda: cm_informer.objects.get((ns, "b1"), {}).get("data") == {"k": "x"})
+            r = await t.check(env_b, b1, inventory=frozenset())
+            assert [(d.key.name, d.drift) for d in r.drifts] == [("b1", DriftKind.MODIFIED)]
+            assert r.api_calls == 1  # the informer's cache plus one dry run: no LIST
+            sandbox.kubectl("patch", "secret", "s0", "-n", ns, "--type=merge", "-p", '{"data":{"k":"eA=="}}')
+            await _wait(lambda: "s0" in seen_a)
+            assert "b1" not in seen_a
+
+            # The last holder leaving stops the informer: check() lists again.
+            watch_b.cancel()
+            await anyio.sleep(0.5)
+            assert shared.refs(cms, ns) == 0
+            assert shared.get(cms, ns) is None
+            assert t.informers == [secret_informer]
+            r = await t.check(env_b, b1, inventory=frozenset())
+            assert r.api_calls >= 1
+            watch_a.cancel()
+            await anyio.sleep(0.2)
+            assert t.informers == []
+            tg.cancel_scope.cancel()
+    finally:
+        await t.aclose()

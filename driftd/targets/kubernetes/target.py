@@ -35,6 +35,7 @@ from .client import KubeClient, connect
 from .compare import Comparer, DryRunRefused, Planned
 from .discovery import Discovery, ResourceInfo, UnknownKind
 from .informer import Informer, list_all
+from .informers import SharedInformers
 from .scope import UNMANAGED_KINDS, is_system_object
 
 log = get_logger(__name__)
@@ -73,7 +74,7 @@ class KubernetesTarget:
         self._fast_path = fast_path
         self._discovery: Discovery | None = None
         self._comparer: Comparer | None = None
-        self._informers: dict[tuple[str, str | None], Informer] = {}
+        self._informers = SharedInformers()
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -182,8 +183,7 @@ class KubernetesTarget:
 
         async def one(scope: Scope) -> None:
             info, ns = scope
-            inf = self._informers.get((info.path(), ns)) or (self._informers.get((info.path(), None))
-                                                              if ns is not None else None)
+            inf = self._informers.get(info, ns) or (self._informers.get(info, None) if ns is not None else None)
             if inf is not None and inf.synced:
                 objs = inf.objects if inf.namespace is None and ns is None else {
                     k: v for k, v in inf.objects.items() if ns is None or k[0] == ns}
@@ -314,7 +314,9 @@ class KubernetesTarget:
         """Run informers for every resource type the environment declares (and its watched
         namespaces) until cancelled; ``on_change`` gets the key of each object whose event arrives.
         check() then reads their caches instead of listing. Started with ``tg.start`` it returns
-        control once every informer has synced."""
+        control once every informer has synced. Informers are shared with the other environments
+        on this cluster and reference-counted (informers.py): cancelling one environment's watch
+        stops only the informers no other watch holds."""
         ks = self.settings(env)
         planned, _, _ = await self.plan(env, desired)
         disc = await self.discovery()
@@ -325,38 +327,20 @@ class KubernetesTarget:
                     info = await disc.resolve(av, kind)
                     extra.extend((info, ns) for ns in ks.watch_namespaces)
         scopes = await self._scopes(env, planned, extra)
-        client = await self.client()
+        await self._informers.hold(await self.client(), scopes, on_change, task_status=task_status)
 
-        def callback(info: ResourceInfo) -> Callable[[str, Mapping[str, Any]], None]:
-            def cb(_typ: str, obj: Mapping[str, Any]) -> None:
-                m = obj.get("metadata") or {}
-                on_change(ResourceKey(TargetKind.KUBERNETES, info.kind, str(m.get("name")),
-                                      str(m.get("namespace") or ""), info.api_version))
-            return cb
-
-        mine: list[tuple[str, str | None]] = []
-        async with anyio.create_task_group() as tg:
-            for info, ns in scopes:
-                k = (info.path(), ns)
-                if k in self._informers:
-                    continue
-                inf = Informer(client, info, ns, on_event=callback(info))
-                self._informers[k] = inf
-                mine.append(k)
-                tg.start_soon(inf.run)
-            try:
-                for k in mine:
-                    await self._informers[k].synced_event.wait()
-                task_status.started()
-                await anyio.sleep_forever()
-            finally:
-                for k in mine:
-                    self._informers.pop(k, None)
-                tg.cancel_scope.cancel()
+    def subscribe(self, callback: Callable[[ResourceKey], None]) -> None:
+        """``callback(key)`` for every event of every informer of this cluster, whoever holds it."""
+        self._informers.subscribe(callback)
 
     @property
     def informers(self) -> list[Informer]:
-        return list(self._informers.values())
+        """The informers some environment's watch holds now."""
+        return self._informers.held()
+
+    @property
+    def shared_informers(self) -> SharedInformers:
+        return self._informers
 
 
 def _with_ns(body: Mapping[str, Any], ns: str) -> dict[str, Any]:
