@@ -620,7 +620,8 @@ class _Reader:
         t = self.table(raw, k, {"kind", "name", "namespace", "paths", "target"})
         paths = self.strings(t, k, "paths")
         if "paths" not in t:
-            self.err(f"{k}.paths", "required key is missing (expected a list of JSON pointers such as \"/spec/replicas\")")
+            self.err(f"{k}.paths",
+                     "required key is missing (expected a list of JSON pointers such as \"/spec/replicas\")")
         for i, p in enumerate(paths):
             if not p.startswith("/"):
                 self.err(f"{k}.paths[{i}]", f"expected a JSON pointer starting with '/', found {p!r}")

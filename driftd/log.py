@@ -76,10 +76,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%H:%M:%S", time.localtime(record.created))
         level = record.levelname.lower()
-        if self.color:
-            level = f"{self._COLORS.get(record.levelname, '')}{level:7}\033[0m"
-        else:
-            level = f"{level:7}"
+        level = f"{self._COLORS.get(record.levelname, '')}{level:7}\033[0m" if self.color else f"{level:7}"
         fields = " ".join(f"{k}={_fmt(v)}" for k, v in _clean(getattr(record, _FIELDS, {})).items())
         line = f"{ts} {level} {record.getMessage()}" + (f"  {fields}" if fields else "")
         if record.exc_info:
