@@ -14,7 +14,7 @@ LINT_PATHS := $(wildcard driftd tests bench)
 SANDBOX_DIR ?= .sandbox
 PYTEST_ARGS ?=
 
-.PHONY: test lint pytest kube-bins demo sandbox-up sandbox-down sandbox-status bench lock clean-venv
+.PHONY: test lint pytest system-deps kube-bins demo sandbox-up sandbox-down sandbox-status bench lock clean-venv
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml $(LOCK)
 	fi
 	@touch $@
 
+system-deps:
+	@bash scripts/system-deps.sh
+
 kube-bins:
 	@bash tests/sandbox/build-kube.sh >/dev/null
 
@@ -34,15 +37,15 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-pytest: $(STAMP) kube-bins
+pytest: system-deps $(STAMP) kube-bins
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: lint pytest
 
-demo: $(STAMP) kube-bins
+demo: system-deps $(STAMP) kube-bins
 	$(PY) scripts/demo.py
 
-sandbox-up: $(STAMP) kube-bins
+sandbox-up: system-deps $(STAMP) kube-bins
 	$(PY) -m tests.sandbox up $(SANDBOX_DIR)
 	@echo "export DRIFTD_SANDBOX=$(abspath $(SANDBOX_DIR))"
 
