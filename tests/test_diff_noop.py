@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from driftd.diff.noop import apply_is_noop, same
+from driftd.diff.noop import apply_is_noop, prove, same, schema_pointer, server_rewrites
+from driftd.diff.quantity import amount, same_amount
 
 DATA = json.loads((Path(__file__).parent / "data" / "diff" / "noop-insync.json").read_text())
 HUMANS = ("kubectl", "kubectl-*")
@@ -148,3 +149,51 @@ def test_same_compares_types() -> None:
     assert not same(True, 1)
     assert not same({"a": 1}, {"a": 1, "b": 2})
     assert not same([1], [1, 2])
+
+
+QUANTITY = json.loads((Path(__file__).parent / "data" / "diff" / "noop-quantity.json").read_text())
+CPU = "/spec/template/spec/containers/0/resources/limits/cpu"
+
+
+def test_quantities_are_pending_until_the_server_shows_how_it_stores_them() -> None:
+    applied, live, predicted = (copy.deepcopy(QUANTITY[k]) for k in ("applied", "live", "predicted"))
+    assert container(applied)["resources"]["limits"]["cpu"] == "2000m"
+    assert container(live)["resources"]["limits"]["cpu"] == "2"
+    proof = prove(applied, live, HUMANS)
+    assert not proof.noop
+    assert proof.pending == ((CPU, "2000m"),)
+    # One dry run's result teaches it: (schema pointer, declared) -> stored, same amount.
+    assert server_rewrites(applied, predicted) == [(CPU, "2000m", "2")]
+    assert schema_pointer(CPU) == "/spec/template/spec/containers/*/resources/limits/cpu"
+    learned = {(schema_pointer(CPU), "2000m"): "2"}
+
+    def stored(ptr: str, value: Any) -> Any:
+        return learned.get((schema_pointer(ptr), value))
+
+    assert prove(applied, live, HUMANS, canonical=stored).noop
+    # Live changed to another amount (kubectl edit): the learned form does not match, it is drift.
+    container(live)["resources"]["limits"]["cpu"] = "3"
+    assert not prove(applied, live, HUMANS, canonical=stored).noop
+    assert not prove(applied, live, HUMANS, canonical=stored).pending
+    # Same amount, another spelling than the one the server makes of Git's value: not proven.
+    container(live)["resources"]["limits"]["cpu"] = "2.0"
+    assert not prove(applied, live, HUMANS, canonical=stored).noop
+
+
+def test_nothing_is_learned_from_items_that_do_not_line_up() -> None:
+    applied, predicted = copy.deepcopy(QUANTITY["applied"]), copy.deepcopy(QUANTITY["predicted"])
+    container(predicted)["ports"].reverse()
+    assert server_rewrites(applied, predicted) == []
+
+
+def test_quantity_amounts() -> None:
+    assert same_amount("2000m", "2")
+    assert same_amount("1Gi", "1073741824")
+    assert same_amount("1k", 1000)
+    assert same_amount("1e3", "1k")
+    assert same_amount(".5", "500m")
+    assert not same_amount("1Ki", "1k")
+    assert not same_amount("100m", "1")
+    assert amount("http") is None
+    assert amount(True) is None
+    assert amount("1.2.3") is None

@@ -337,3 +337,38 @@ async def test_fast_path_gives_the_dry_runs_verdicts(sandbox: Any, k8s_namespace
     finally:
         await fast.aclose()
         await slow.aclose()
+
+
+@pytest.mark.anyio
+async def test_one_dry_run_teaches_how_the_server_stores_quantities(sandbox: Any, k8s_namespace: str) -> None:
+    """podinfo declares cpu 2000m, stored as 2: the proof cannot tell alone. One dry run of the kind
+    teaches it, the copies in other namespaces are then proven without one, and a real change of
+    the amount is still drift, as the dry run says."""
+    nss = [k8s_namespace, f"{k8s_namespace}-b", f"{k8s_namespace}-c"]
+    for ns in nss[1:]:
+        sandbox.kubectl("create", "namespace", ns)
+    docs = [d for ns in nss for d in render(CORPUS / "podinfo", ns) if d["kind"] == "Deployment"]
+    env = env_for(nss[0])
+    t = target(sandbox)
+    try:
+        await sync(t, env, desired(docs))
+        fresh = target(sandbox)
+        r = await fresh.check(env, desired(docs), inventory=frozenset())
+        assert r.drifts == ()
+        assert (fresh.dry_runs, fresh.proven_noops) == (1, 2)
+        await fresh.aclose()
+        kubectl_edit(sandbox, "deployment/podinfo", "-n", nss[1], sed='s/cpu: "2"/cpu: "3"/')
+        fresh = target(sandbox)
+        slow = KubernetesTarget(ClusterSettings("sandbox", kubeconfig=Path(sandbox.kubeconfig)), fast_path=False)
+        a = await fresh.check(env, desired(docs), inventory=frozenset())
+        b = await slow.check(env, desired(docs), inventory=frozenset())
+        await slow.aclose()
+        assert a.drifts == b.drifts
+        c = change(by(a, "Deployment", "podinfo"), "/spec/template/spec/containers/0/resources/limits/cpu")
+        assert (c.expected, c.actual, c.changed_by) == ("2", "3", "kubectl-edit")
+        assert [d.key.namespace for d in a.drifts] == [nss[1]]
+        await fresh.aclose()
+    finally:
+        await t.aclose()
+        for ns in nss[1:]:
+            sandbox.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -20,14 +20,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import anyio
 
 from ...diff import ignore, pointer
 from ...diff.explain import Verdict, explain
 from ...diff.managed_fields import DRIFTD_MANAGER, entries, resolve
-from ...diff.noop import apply_is_noop
+from ...diff.noop import prove, schema_pointer, server_rewrites
 from ...model import DesiredObject, ObjectMode, ResourceKey
 from .client import APPLY_PATCH, ApiError, KubeClient
 from .discovery import ResourceInfo
@@ -88,6 +90,11 @@ class Comparer:
         self.fast_path = fast_path
         self.dry_runs = 0
         self.proven_noops = 0  # verdicts reached without a dry run (diff.noop)
+        # What the server stores for a declared quantity, learned from dry runs:
+        # (apiVersion, kind, schema pointer, json of the declared value) -> stored value.
+        self._stored: dict[tuple[str, str, str, str], Any] = {}
+        # (apiVersion, kind) -> set when the dry run that may teach those values has returned.
+        self._learning: dict[tuple[str, str], anyio.Event] = {}
 
     def cached(self, p: Planned, live: Mapping[str, Any]) -> Verdict | None:
         return self._verdicts.get(_vkey(p, live))
@@ -97,12 +104,27 @@ class Comparer:
         v = self._verdicts.get(k)
         if v is not None:
             return v
-        if self.fast_path and apply_is_noop(apply_body(p, live), live, self._human) is None:
-            self.proven_noops += 1
-            v = Verdict(())
-            self._remember(k, v)
-            return v
-        predicted = await self.dry_run(p, live)
+        body = apply_body(p, live)
+        if self.fast_path:
+            proof = prove(body, live, self._human, canonical=self._canonical(p))
+            if proof.pending:
+                # Only quantities stand in the way (200 copies of a Deployment declaring cpu 2000m):
+                # one dry run of the kind teaches what the server stores, the others wait for it.
+                learning = self._learning.get((p.info.api_version, p.key.kind))
+                if learning is not None:
+                    await learning.wait()
+                    proof = prove(body, live, self._human, canonical=self._canonical(p))
+            if proof.noop:
+                self.proven_noops += 1
+                v = Verdict(())
+                self._remember(k, v)
+                return v
+            if proof.pending:
+                predicted = await self._dry_run_teaching(p, body)
+            else:
+                predicted = await self._dry_run(p, body)
+        else:
+            predicted = await self._dry_run(p, body)
         v = explain(kind=p.key.kind, predicted=predicted, live=live, ignored=p.ignored, human_managers=self._human)
         if v.unconfirmed:
             defaults = await self._defaults_for(p)
@@ -117,17 +139,40 @@ class Comparer:
             self._verdicts.clear()
         self._verdicts[k] = v
 
-    async def dry_run(self, p: Planned, live: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _canonical(self, p: Planned) -> Callable[[str, Any], Any]:
+        av, kind = p.info.api_version, p.key.kind
+
+        def stored(ptr: str, value: Any) -> Any:
+            return self._stored.get((av, kind, schema_pointer(ptr), json.dumps(value, sort_keys=True)))
+        return stored
+
+    async def _dry_run_teaching(self, p: Planned, body: dict[str, Any]) -> dict[str, Any]:
+        kk = (p.info.api_version, p.key.kind)
+        if kk in self._learning:
+            return await self._dry_run(p, body)
+        done = self._learning[kk] = anyio.Event()
+        try:
+            return await self._dry_run(p, body)
+        finally:
+            del self._learning[kk]
+            done.set()
+
+    async def _dry_run(self, p: Planned, body: dict[str, Any]) -> dict[str, Any]:
         self.dry_runs += 1
         try:
-            return await self._client.request(
+            predicted = await self._client.request(
                 "PATCH", p.info.path(p.key.namespace, p.key.name), verb="apply", resource=p.info.label,
                 query={"fieldManager": FIELD_MANAGER, "force": True, "dryRun": "All"},
-                body=apply_body(p, live), content_type=APPLY_PATCH, subject=str(p.key))
+                body=body, content_type=APPLY_PATCH, subject=str(p.key))
         except ApiError as e:
             if e.status in (400, 403, 404, 409, 422, 500) or e.reason:
                 raise DryRunRefused(e.status, e.reason, f"dry run refused: {e.message}", subject=str(p.key)) from e
             raise
+        for ptr, declared, stored in server_rewrites(body, predicted):
+            if len(self._stored) < 10_000:
+                key = (p.info.api_version, p.key.kind, schema_pointer(ptr), json.dumps(declared, sort_keys=True))
+                self._stored[key] = stored
+        return predicted
 
     async def _defaults_for(self, p: Planned) -> dict[str, Any] | None:
         """Git's object as the server would create it (dry run, under a generated name), to tell

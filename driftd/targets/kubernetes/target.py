@@ -41,6 +41,7 @@ from .scope import UNMANAGED_KINDS, is_system_object
 log = get_logger(__name__)
 
 Scope = tuple[ResourceInfo, str | None]  # resource, namespace (None: all namespaces / cluster-scoped)
+Ident = tuple[str, str, str, str]  # group, kind, namespace, name: an object whatever the version
 # Above this many namespaces for one resource type, one cluster-wide LIST beats one per namespace.
 MAX_NAMESPACED_LISTS = 3
 
@@ -72,8 +73,10 @@ class KubernetesTarget:
         self.cluster = cluster
         self._client = client
         self._fast_path = fast_path
+        self._errors: dict[str, dict[ResourceKey, str]] = {}  # environment -> object -> its last error
         self._discovery: Discovery | None = None
-        self._comparer: Comparer | None = None
+        # One per human_managers setting: verdicts depend on it (environments may differ).
+        self._comparers: dict[tuple[str, ...], Comparer] = {}
         self._informers = SharedInformers()
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -89,18 +92,19 @@ class KubernetesTarget:
         return self._discovery
 
     async def comparer(self, humans: tuple[str, ...]) -> Comparer:
-        if self._comparer is None:
-            self._comparer = Comparer(await self.client(), humans, fast_path=self._fast_path)
-        return self._comparer
+        c = self._comparers.get(humans)
+        if c is None:
+            c = self._comparers[humans] = Comparer(await self.client(), humans, fast_path=self._fast_path)
+        return c
 
     @property
     def dry_runs(self) -> int:
-        return self._comparer.dry_runs if self._comparer else 0
+        return sum(c.dry_runs for c in self._comparers.values())
 
     @property
     def proven_noops(self) -> int:
         """Objects found in sync without a dry run (see diff.noop)."""
-        return self._comparer.proven_noops if self._comparer else 0
+        return sum(c.proven_noops for c in self._comparers.values())
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -221,31 +225,55 @@ class KubernetesTarget:
 
     async def check(self, env: EnvironmentSettings, desired: DesiredState, *,
                     inventory: frozenset[ResourceKey] = frozenset()) -> TargetResult:
+        return await self._check(env, desired, inventory, None)
+
+    async def check_objects(self, env: EnvironmentSettings, desired: DesiredState, keys: frozenset[ResourceKey],
+                            *, inventory: frozenset[ResourceKey]) -> TargetResult:
+        """``check`` restricted to ``keys`` (declared, inventoried or unmanaged objects, as informer
+        events name them): drifts only for them, ``resources`` counts only the declared ones among
+        them. Keys match on group, kind, namespace and name (not version: an event from the
+        ``v1`` informer names the object Git declares at ``v1beta1`` too).
+
+        ``errors`` is the environment's whole current error list, not only the keys': problems of
+        the desired state (unknown kinds, bad annotations) and the last per-object errors of objects
+        not re-evaluated now, so a pass over a few objects neither hides nor forgets them."""
+        return await self._check(env, desired, inventory, frozenset(map(_ident, keys)))
+
+    async def _check(self, env: EnvironmentSettings, desired: DesiredState, inventory: frozenset[ResourceKey],
+                     only: frozenset[Ident] | None) -> TargetResult:
         ks = self.settings(env)
         client = await self.client()
         start = client.requests
         planned, errors, unknown = await self.plan(env, desired)
         declared = {p.key for p in planned} | {d.key for d in unknown}
         declared_names = {(k.kind, k.namespace, k.name) for k in declared}
+        declared_infos = {p.info for p in planned if p.info.namespaced}
+        if only is not None:
+            planned = [p for p in planned if _ident(p.key) in only]
         disc = await self.discovery()
         extra: list[Scope] = []
         orphans: list[tuple[ResourceKey, ResourceInfo]] = []
+        object_errors: dict[ResourceKey, str] = {}
         for k in sorted(inventory):
-            if k.target is not TargetKind.KUBERNETES or (k.kind, k.namespace, k.name) in declared_names:
+            if k.target is not TargetKind.KUBERNETES or (k.kind, k.namespace, k.name) in declared_names \
+                    or (only is not None and _ident(k) not in only):
                 continue
             try:
                 info = await disc.resolve(k.api_version, k.kind)
             except DriftdError as e:
-                errors.append(f"{k}: cannot tell whether it is orphaned: {e}")
+                object_errors[k] = f"{k}: cannot tell whether it is orphaned: {e}"
                 continue
             orphans.append((k, info))
             extra.append((info, k.namespace or None))
         unmanaged_infos: list[ResourceInfo] = []
         if ks.watch_namespaces:
-            seen: set[ResourceInfo] = {p.info for p in planned if p.info.namespaced}
+            seen = set(declared_infos)
             for av, kind in UNMANAGED_KINDS:
                 with contextlib.suppress(DriftdError):
                     seen.add(await disc.resolve(av, kind))
+            if only is not None:
+                wanted = {(g, kind) for g, kind, ns, _ in only if ns in ks.watch_namespaces}
+                seen = {i for i in seen if (i.group, i.kind) in wanted}
             unmanaged_infos = sorted(seen, key=lambda i: i.label)
             extra.extend((i, ns) for i in unmanaged_infos for ns in ks.watch_namespaces)
         views = await self._views(await self._scopes(env, planned, extra))
@@ -258,7 +286,7 @@ class KubernetesTarget:
             known, live, err = self._lookup(views, p.info, p.key.namespace, p.key.name)
             mode = effective_mode(env, p.mode)
             if not known:
-                errors.append(f"{p.key}: live state unknown: {err}")
+                object_errors[p.key] = f"{p.key}: live state unknown: {err}"
                 return
             if live is None:
                 drifts.append(Drift(p.key, DriftKind.MISSING, mode=mode))
@@ -266,10 +294,10 @@ class KubernetesTarget:
             try:
                 v = await comparer.verdict(p, live)
             except DryRunRefused as e:
-                errors.append(f"{p.key} ({p.desired.source}): {e.message}")
+                object_errors[p.key] = f"{p.key} ({p.desired.source}): {e.message}"
                 return
             except DriftdError as e:
-                errors.append(f"{p.key}: {e}")
+                object_errors[p.key] = f"{p.key}: {e}"
                 return
             if v.changes:
                 drifts.append(Drift(p.key, DriftKind.MODIFIED, v.changes, v.changed_by, v.changed_at, mode=mode))
@@ -280,13 +308,12 @@ class KubernetesTarget:
         for k, info in orphans:
             known, live, err = self._lookup(views, info, k.namespace, k.name)
             if not known:
-                errors.append(f"{k}: cannot tell whether it is orphaned: {err}")
+                object_errors[k] = f"{k}: cannot tell whether it is orphaned: {err}"
             elif live is not None and not _disabled(live):
                 drifts.append(Drift(k, DriftKind.ORPHANED, mode=env.mode))
         inventory_names = {(k.kind, k.namespace, k.name) for k in inventory}
         for info in unmanaged_infos:
             for ns in ks.watch_namespaces:
-                known, _, err = self._lookup(views, info, ns, "")
                 view = views.get((info, ns)) or views.get((info, None))
                 if view is None or view.objects is None:
                     continue
@@ -294,11 +321,27 @@ class KubernetesTarget:
                     if ons != ns or (info.kind, ns, name) in declared_names or (info.kind, ns, name) in \
                             inventory_names or is_system_object(obj):
                         continue
+                    if only is not None and (info.group, info.kind, ns, name) not in only:
+                        continue
                     key = ResourceKey(TargetKind.KUBERNETES, info.kind, name, ns, info.api_version)
                     drifts.append(Drift(key, DriftKind.UNMANAGED, mode=env.mode))
         drifts.sort(key=lambda d: (d.key, d.drift))
+        errors.extend(self._object_errors(env.name, only, object_errors))
         return TargetResult(TargetKind.KUBERNETES, resources=len(planned), drifts=tuple(drifts),
                             errors=tuple(sorted(set(errors))), api_calls=client.requests - start)
+
+    def _object_errors(self, env: str, only: frozenset[Ident] | None, found: dict[ResourceKey, str]
+                       ) -> list[str]:
+        """The environment's per-object errors after this pass: a full pass replaces them, a pass
+        over some objects replaces theirs and keeps the others'."""
+        if only is None:
+            self._errors[env] = dict(found)
+        else:
+            mine = self._errors.setdefault(env, {})
+            for k in [k for k in mine if _ident(k) in only]:
+                del mine[k]
+            mine.update(found)
+        return list(self._errors[env].values())
 
     # --- revert --------------------------------------------------------------------------------
 
@@ -341,6 +384,10 @@ class KubernetesTarget:
     @property
     def shared_informers(self) -> SharedInformers:
         return self._informers
+
+
+def _ident(k: ResourceKey) -> Ident:
+    return (k.api_version.rpartition("/")[0], k.kind, k.namespace, k.name)
 
 
 def _with_ns(body: Mapping[str, Any], ns: str) -> dict[str, Any]:
