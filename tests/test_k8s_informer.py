@@ -190,3 +190,56 @@ async def test_informers_shared_by_two_environments_survive_one_restarting(sandb
             tg.cancel_scope.cancel()
     finally:
         await t.aclose()
+
+
+@pytest.mark.anyio
+async def test_check_objects_reevaluates_only_the_keys_events_named(sandbox: Any, k8s_namespace: str) -> None:
+    ns = k8s_namespace
+    bad = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad", "namespace": ns},
+           "spec": {"ports": [{"port": 99999}]}}
+    objs = (*(_cm(ns, f"c{i}") for i in range(4)),
+            DesiredObject(ResourceKey(TargetKind.KUBERNETES, "Service", "bad", ns, "v1"), bad, "t.yaml#bad"))
+    ds = DesiredState("r1", objs)
+    inventory = frozenset({*(o.key for o in objs), _cm(ns, "gone").key})
+    env = EnvironmentSettings("e", "repo", "main", kubernetes=KubernetesEnvSettings(
+        cluster="sb", namespace=ns, watch_namespaces=(ns,)))
+    t = KubernetesTarget(ClusterSettings("sb", kubeconfig=Path(sandbox.kubeconfig)))
+    events: list[ResourceKey] = []
+    key = {o.key.name: o.key for o in objs}
+    try:
+        await t.revert(env, ds, (await t.check(env, ds, inventory=frozenset())).drifts)
+        sandbox.kubectl("create", "service", "clusterip", "bad", "-n", ns, "--tcp=80:80")
+        sandbox.kubectl("create", "configmap", "gone", "-n", ns, "--from-literal=k=v")
+        async with anyio.create_task_group() as tg:
+            await tg.start(t.watch, env, ds, events.append)
+            full = await t.check(env, ds, inventory=inventory)
+            assert [(d.key.name, d.drift) for d in full.drifts] == [("gone", DriftKind.ORPHANED)]
+            assert any("99999" in e for e in full.errors), full.errors
+
+            sandbox.kubectl("patch", "configmap", "c1", "-n", ns, "--type=merge", "-p", '{"data":{"k":"x"}}')
+            sandbox.kubectl("delete", "configmap", "c3", "-n", ns)
+            sandbox.kubectl("create", "configmap", "stray", "-n", ns)
+            await _wait(lambda: {"c1", "c3", "stray"} <= {k.name for k in events})
+            named = frozenset(k for k in events if k.name in ("c1", "stray"))
+            r = await t.check_objects(env, ds, named, inventory=inventory)
+            assert [(d.key.name, d.drift) for d in r.drifts] == [("c1", DriftKind.MODIFIED),
+                                                                  ("stray", DriftKind.UNMANAGED)]
+            assert r.resources == 1  # c1: the only declared object among the keys
+            assert r.api_calls == 1  # informer caches; one dry run for c1
+            # Errors of objects not re-evaluated are kept, not dropped by a pass over others.
+            assert any("99999" in e for e in r.errors), r.errors
+            r = await t.check_objects(env, ds, frozenset({key["c3"], _cm(ns, "gone").key}), inventory=inventory)
+            assert [(d.key.name, d.drift) for d in r.drifts] == [("c3", DriftKind.MISSING),
+                                                                  ("gone", DriftKind.ORPHANED)]
+            assert r.api_calls == 0
+            r = await t.check_objects(env, ds, frozenset({key["c0"], key["c2"]}), inventory=inventory)
+            assert (r.drifts, r.resources, r.api_calls) == ((), 2, 0)
+            tg.cancel_scope.cancel()
+        # Without informers the same answers come from LISTs.
+        cold = KubernetesTarget(ClusterSettings("sb", kubeconfig=Path(sandbox.kubeconfig)))
+        r = await cold.check_objects(env, ds, frozenset({key["c1"], key["c3"]}), inventory=inventory)
+        assert [(d.key.name, d.drift) for d in r.drifts] == [("c1", DriftKind.MODIFIED), ("c3", DriftKind.MISSING)]
+        assert r.resources == 2
+        await cold.aclose()
+    finally:
+        await t.aclose()
