@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,35 @@ class Unreachable(TargetError):
     retryable = True
 
 
+class Forbidden(PermissionDenied):
+    """403: the role lacks ``verb`` (as RBAC names it) on ``resource`` (``deployments.apps``) in
+    ``namespace`` (None: cluster-wide or cluster-scoped)."""
+
+    def __init__(self, verb: str, resource: str, namespace: str | None, detail: str, *,
+                 subject: str | None = None) -> None:
+        where = f" in namespace {namespace}" if namespace else " cluster-wide"
+        super().__init__(f"forbidden: the role lacks {verb} on {resource}{where} ({detail})", subject=subject)
+        self.verb = verb
+        self.resource = resource
+        self.namespace = namespace
+
+
+class Unauthorized(ApiError):
+    """401: the credentials were refused (an expired or revoked token). The in-cluster token file
+    is re-read before every request, so a retry after the kubelet rotates it succeeds."""
+
+    retryable = True
+
+    def __init__(self, status: int, reason: str, message: str, *, subject: str | None = None) -> None:
+        super().__init__(status, reason, message, subject=subject)
+        self.retryable = True
+
+
+# driftd's operations -> the RBAC verb the API server checks (an SSA apply is a PATCH).
+RBAC_VERBS = {"apply": "patch"}
+_NAMESPACED = re.compile(r"^/apis?/(?:[^/]+/)?[^/]+/namespaces/([^/]+)/[^/]+")
+
+
 class KubeClient:
     def __init__(self, api: k8s_client.ApiClient, *, name: str, concurrency: int = 8) -> None:
         self._api = api
@@ -95,7 +125,7 @@ class KubeClient:
         if 200 <= resp.status < 300:
             out: dict[str, Any] = json.loads(data) if data else {}
             return out
-        raise _error(resp.status, data, verb, resource, subject)
+        raise _error(resp.status, data, verb, resource, subject, path=path)
 
     async def stream(self, path: str, *, resource: str, query: Mapping[str, Any],
                      read_timeout: float) -> AsyncIterator[dict[str, Any]]:
@@ -113,7 +143,7 @@ class KubeClient:
         self._count(op, str(resp.status))
         try:
             if resp.status != 200:
-                raise _error(resp.status, await resp.read(), "watch", resource, None)
+                raise _error(resp.status, await resp.read(), "watch", resource, None, path=path)
             while True:
                 try:
                     line = await resp.content.readline()
@@ -133,7 +163,7 @@ def _q(v: Any) -> str:
     return str(v)
 
 
-def _error(status: int, data: bytes, verb: str, resource: str, subject: str | None) -> ApiError:
+def _error(status: int, data: bytes, verb: str, resource: str, subject: str | None, *, path: str = "") -> ApiError:
     reason, message = "", data.decode("utf-8", "replace")[:500]
     try:
         st = json.loads(data)
@@ -141,9 +171,14 @@ def _error(status: int, data: bytes, verb: str, resource: str, subject: str | No
     except ValueError:
         pass
     if status == 403:
-        raise PermissionDenied(f"forbidden: the credentials may not {verb} {resource} ({message})", subject=subject)
+        m = _NAMESPACED.match(path)
+        raise Forbidden(RBAC_VERBS.get(verb, verb), resource, m.group(1) if m else None, message, subject=subject)
     if status == 429:
         raise Throttled(f"throttled on {verb} {resource}: {message}", subject=subject)
+    if status == 401:
+        return Unauthorized(status, reason, f"unauthorized: the API server refused the credentials ({message}); "
+                            "an expired token? in-cluster, the token file is re-read on every request",
+                            subject=subject)
     cls = {404: NotFound, 409: Conflict, 410: Gone}.get(status, ApiError)
     return cls(status, reason, message, subject=subject)
 
