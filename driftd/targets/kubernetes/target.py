@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -244,8 +244,10 @@ class KubernetesTarget:
         ks = self.settings(env)
         client = await self.client()
         start = client.requests
-        planned, errors, unknown = await self.plan(env, desired)
-        declared = {p.key for p in planned} | {d.key for d in unknown}
+        planned, errors, _ = await self.plan(env, desired)
+        # Git's own keys too: the loader gives a custom cluster-scoped kind the default namespace
+        # (it cannot know its scope), the plan drops it; the inventory holds the loader's keys.
+        declared = {p.key for p in planned} | {d.key for d in desired.kubernetes}
         declared_names = {(k.kind, k.namespace, k.name) for k in declared}
         declared_infos = {p.info for p in planned if p.info.namespaced}
         if only is not None:
@@ -263,6 +265,10 @@ class KubernetesTarget:
             except DriftdError as e:
                 object_errors[k] = f"{k}: cannot tell whether it is orphaned: {e}"
                 continue
+            if not info.namespaced and k.namespace:
+                if (k.kind, "", k.name) in declared_names:
+                    continue
+                k = replace(k, namespace="")  # the object's real identity
             orphans.append((k, info))
             extra.append((info, k.namespace or None))
         unmanaged_infos: list[ResourceInfo] = []

@@ -1,0 +1,119 @@
+"""``orphaned`` end to end through the CLI: `driftd sync` records the inventory in the state store,
+a commit removes an object from Git, `driftd check` (a subprocess, read-only) reports it orphaned,
+and `driftd sync` with prune deletes it and moves the inventory on.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from driftd.model import ResourceKey, TargetKind
+from driftd.state import StateStore
+from tests.daemon_support import ROOT, GitRepo, configmap, free_port, write_config
+
+CRD = """\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.k8s2.example.com}
+spec:
+  group: k8s2.example.com
+  scope: Cluster
+  names: {plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec: {type: object, properties: {size: {type: integer}}}
+"""
+
+
+def driftd(cfg: Path, *args: str) -> tuple[int, Any]:
+    out = subprocess.run([sys.executable, "-m", "driftd", *args, "-c", str(cfg), "-o", "json"], capture_output=True,
+                         text=True, timeout=180, cwd=str(ROOT), env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    try:
+        return out.returncode, json.loads(out.stdout)
+    except ValueError as e:
+        raise AssertionError(f"driftd {args} exit {out.returncode}: {out.stdout[-2000:]} {out.stderr[-3000:]}") from e
+
+
+def drifts(report: Any) -> list[tuple[str, str, str]]:
+    env = report["environments"][0]
+    return sorted((d["kind"], d["name"], d["drift"]) for d in env.get("drifts") or ())
+
+
+def inventory(state: Path) -> set[str]:
+    """The environment's Kubernetes inventory, read through the state store's own API."""
+    async def read() -> frozenset[ResourceKey]:
+        async with StateStore.open(state) as store:
+            return await store.inventory("orph", TargetKind.KUBERNETES)
+    return {f"{k.kind}/{k.namespace}/{k.name}" for k in anyio.run(read)}
+
+
+def test_orphaned_through_driftd_check_and_pruned_by_sync(sandbox: Any, k8s_namespace: str, tmp_path: Path) -> None:
+    ns = k8s_namespace
+    sandbox.kubectl("apply", "-f", "-", input=CRD)
+    sandbox.kubectl("wait", "--for=condition=Established", "crd/widgets.k8s2.example.com", "--timeout=30s")
+    widget = f"w-{uuid.uuid4().hex[:6]}"
+    repo = GitRepo(sandbox, f"orphans-{uuid.uuid4().hex[:6]}.git", tmp_path / "work")
+    cr = {"apiVersion": "k8s2.example.com/v1", "kind": "Widget", "metadata": {"name": widget}, "spec": {"size": 1}}
+    repo.commit({"app/app.yaml": [configmap("keep"), configmap("old"), cr]})
+    state = tmp_path / "state"
+
+    def config(prune: bool) -> Path:
+        return write_config(tmp_path / "driftd.toml", sandbox, repo_url=repo.url, state_dir=state, port=free_port(),
+                            envs=[{"name": "orph", "mode": "observe",
+                                   "kubernetes": {"cluster": "sandbox", "namespace": ns, "path": "app",
+                                                  "prune": prune, "prune_max_fraction": 1.0}}])
+
+    try:
+        cfg = config(prune=False)
+        rc, rep = driftd(cfg, "sync", "--env", "orph")
+        assert rc == 1, rep  # drift was found (everything missing), and reverted
+        assert {(d["name"], d["drift"], d["action"]) for d in rep["environments"][0]["drifts"]} == {
+            ("keep", "missing", "reverted"), ("old", "missing", "reverted"), (widget, "missing", "reverted")}
+        assert inventory(state) == {f"ConfigMap/{ns}/keep", f"ConfigMap/{ns}/old", f"Widget/{ns}/{widget}"}
+        rc, rep = driftd(cfg, "check")
+        # In sync: the cluster-scoped custom resource (whose inventory key carries the default
+        # namespace: the loader cannot know its scope) is not mistaken for an orphan.
+        assert (rc, drifts(rep)) == (0, []), rep
+
+        repo.commit({"app/app.yaml": [configmap("keep"), cr]}, message="drop old")
+        before = (state / "driftd.db").stat().st_mtime_ns
+        rc, rep = driftd(cfg, "check")
+        assert rc == 1, rep
+        assert drifts(rep) == [("ConfigMap", "old", "orphaned")]
+        assert (state / "driftd.db").stat().st_mtime_ns == before  # check writes nothing
+
+        rc, rep = driftd(cfg, "sync", "--env", "orph")  # prune is off: reported, kept, still inventoried
+        assert [(d["name"], d["action"]) for d in rep["environments"][0]["drifts"]] == [("old", "skipped")]
+        assert sandbox.kubectl("get", "configmap", "old", "-n", ns, check=False).returncode == 0
+        assert f"ConfigMap/{ns}/old" in inventory(state)
+        rc, rep = driftd(cfg, "check")
+        assert drifts(rep) == [("ConfigMap", "old", "orphaned")]
+
+        cfg = config(prune=True)
+        rc, rep = driftd(cfg, "sync", "--env", "orph")
+        assert [(d["name"], d["action"]) for d in rep["environments"][0]["drifts"]] == [("old", "reverted")], rep
+        assert sandbox.kubectl("get", "configmap", "old", "-n", ns, check=False).returncode != 0
+        assert inventory(state) == {f"ConfigMap/{ns}/keep", f"Widget/{ns}/{widget}"}
+        rc, rep = driftd(cfg, "check")
+        assert (rc, drifts(rep)) == (0, []), rep
+    finally:
+        sandbox.kubectl("delete", "widget", widget, "--ignore-not-found", check=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_kubeconfig_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBECONFIG", raising=False)
