@@ -18,6 +18,12 @@ again: nothing is reverted, nothing is pruned, a deleted branch is never read as
 removed". Loop triggers (events, resyncs) are dropped meanwhile; the recovery's load re-runs a full
 pass at once.
 
+Image policies (``[[environments.images]]``): one loop per such environment polls its registries
+every ``interval`` (with jitter) and at once after each new revision, never while the desired state
+is in error. Findings are recorded in the audit trail (event ``image``, each distinct finding once)
+and handed to the image listeners, which alert in alert and enforce modes. A write-back commit wakes
+the repository loop, so the new revision is fetched, loaded and (in enforce mode) applied at once.
+
 Signals: SIGTERM/SIGINT drain (in-flight reverts finish and are recorded, bounded by
 ``daemon.shutdown_timeout``) then exit 0. SIGHUP reloads the config file: an invalid file is
 logged with its reasons and the old config keeps running; otherwise environments are added,
@@ -26,6 +32,7 @@ removed or restarted, and the caches of repositories and targets that did not ch
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Callable
@@ -37,19 +44,24 @@ import anyio.abc
 
 from . import metrics
 from .config import Config, EnvironmentSettings, load_config
-from .engine.protocols import ReportListener
+from .engine.images import ImagePoller
+from .engine.protocols import ImageFindingListener, ReportListener
 from .engine.reconciler import EnvRuntime, Reconciler, declared_keys, forget_metrics, utcnow
 from .engine.scheduler import Backoff, PooledTarget, Sources, TargetPool, aws_context, jitter, load_error
 from .engine.status import EngineStatus
 from .errors import ConfigErrors, DriftdError
 from .log import get_logger
 from .model import Action, DesiredState, ResourceKey, TargetKind
-from .state import StateError, StateStore
+from .policy.images import FindingKind, ImageFinding
+from .state import AuditEvent, EventKind, StateError, StateStore
 
 log = get_logger("driftd.daemon")
 
 DEBOUNCE = 0.2
 RETENTION_EVERY = 3600.0
+IMAGE_FINDINGS = "image-findings"  # kv namespace: the last recorded finding per (environment, policy, kind)
+_RECORDED = (FindingKind.UPDATE_AVAILABLE, FindingKind.TAG_MOVED, FindingKind.DIGEST_MISSING,
+             FindingKind.WRITTEN_BACK, FindingKind.WRITE_BACK_FAILED)
 
 
 @dataclass
@@ -66,7 +78,9 @@ class Worker:
     full_due: set[TargetKind] = field(default_factory=set)
     watched: frozenset[ResourceKey] = frozenset()  # declared or inventoried Kubernetes keys
     watch_scope: anyio.CancelScope | None = None
+    watch_done: anyio.Event = field(default_factory=anyio.Event)  # set when the watch task has ended
     fetch_error: str | None = None  # the repository's latest fetch failed (set by the repository loop)
+    images_wake: anyio.Event = field(default_factory=anyio.Event)
 
     def poke(self) -> None:
         self.wake.set()
@@ -94,6 +108,8 @@ class Daemon:
         self.workers: dict[str, Worker] = {}
         self.status = EngineStatus(lambda: [w.rt for w in self.workers.values()])
         self.listeners: list[ReportListener] = []
+        self.image_listeners: list[ImageFindingListener] = []
+        self.images: ImagePoller | None = None
         self.store: StateStore | None = None
         self.reconciler: Reconciler | None = None
         self.repo_scopes: dict[str, anyio.CancelScope] = {}
@@ -135,7 +151,9 @@ class Daemon:
         # Here every task has stopped: shielded reverts finished and were recorded.
         with anyio.CancelScope(shield=True), anyio.move_on_after(shutdown):
             await self.pool.aclose()
-            for listener in self.listeners:
+            if self.images is not None:
+                await self.images.aclose()
+            for listener in [*self.listeners, *self.image_listeners]:
                 close = getattr(listener, "aclose", None)
                 if close is not None:
                     await close()
@@ -152,6 +170,12 @@ class Daemon:
             notifier = AlertNotifier(self.config.alertmanager, self.config.daemon)
             self.listeners.append(notifier)
             root.start_soon(notifier.run)
+            if hasattr(notifier, "image_findings"):
+                self.image_listeners.append(notifier)
+            else:  # until AlertNotifier alerts on images itself: same outbox, delivered by the notifier
+                from .alerting.image_alerts import ImageAlerts
+
+                self.image_listeners.append(ImageAlerts(self.config.alertmanager, self.config.daemon))
         try:
             from .server import serve
         except ImportError:
@@ -193,6 +217,10 @@ class Daemon:
             return
         await self.pool.update(new)
         old = self.config
+        if self.images is not None and (old.registries, old.aws_accounts, old.repositories, old.daemon) != \
+                (new.registries, new.aws_accounts, new.repositories, new.daemon):
+            images, self.images = self.images, None  # rebuilt with the new settings at the next poll
+            await images.aclose()
         self.config = new
         self.sources.update(new)
         removed = [n for n in self.workers if n not in {e.name for e in new.environments}]
@@ -280,6 +308,8 @@ class Daemon:
             except StateError as e:
                 log.warning("state.read_failed", env=env.name, error=str(e))
             async with anyio.create_task_group() as tg:
+                if env.images:
+                    tg.start_soon(self._images_loop, w)
                 next_full: dict[TargetKind, float] = {}
                 while True:
                     now = time.monotonic()
@@ -313,6 +343,10 @@ class Daemon:
         w.full_due.clear()
         now = time.monotonic()
         full |= {k for k, t in next_full.items() if t <= now}
+        cache = self.sources.caches.get(env.repository)
+        if w.revision_due and cache is not None and cache.last_fetch is None and cache.last_error is None:
+            w.revision_due = False  # the first fetch is under way: its end wakes this environment again
+            return
         if w.revision_due:
             w.revision_due = False
             state: DesiredState | None = None
@@ -335,6 +369,7 @@ class Daemon:
                 log.info("desired.loaded", env=env.name, revision=state.revision,
                          kubernetes=len(state.kubernetes), aws=len(state.aws))
                 full |= {k for k, _ in self.pool.names(env)}
+                w.images_wake.set()
                 await self._rewatch(w, tg)
         if rt.desired is None or rt.desired_error:
             self._hold(w, next_full)
@@ -384,18 +419,27 @@ class Daemon:
             return
         if w.watch_scope is not None:
             w.watch_scope.cancel()
+            # Let the old watch release its informers before the new one takes them: a hold taken while
+            # the old one is still letting go can be left holding an informer nobody runs (stale reads).
+            with anyio.move_on_after(10):
+                await w.watch_done.wait()
         w.watched = declared_keys(rt.desired, TargetKind.KUBERNETES)
         dispatch = self._dispatcher(TargetKind.KUBERNETES, env.kubernetes.cluster)
         scope = w.watch_scope = anyio.CancelScope()
+        done = w.watch_done = anyio.Event()
         desired = rt.desired
 
         async def run(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-            with scope:
-                try:
-                    await watch(env, desired, dispatch, task_status=task_status)
-                except DriftdError as e:
-                    log.warning("watch.failed", env=env.name, error=str(e))
-                    task_status.started()
+            try:
+                with scope:
+                    try:
+                        await watch(env, desired, dispatch, task_status=task_status)
+                    except DriftdError as e:
+                        log.warning("watch.failed", env=env.name, error=str(e))
+                        with contextlib.suppress(RuntimeError):  # it may have started before failing
+                            task_status.started()
+            finally:
+                done.set()
 
         with anyio.move_on_after(60):
             await tg.start(run)
@@ -411,6 +455,68 @@ class Daemon:
                         w.changed(kind, k)
             self._dispatch[key] = dispatch
         return self._dispatch[key]
+
+    # --- image policies --------------------------------------------------------------------
+
+    async def _images_loop(self, w: Worker) -> None:
+        env = w.settings
+        while True:
+            if w.rt.desired is not None and not w.rt.desired_error:
+                try:
+                    await self._poll_images(w, w.rt.desired)
+                except Exception:  # one environment's image trouble never stops the daemon
+                    log.exception("images.crashed", env=env.name)
+            w.images_wake = anyio.Event()
+            with anyio.move_on_after(jitter(env.interval)):
+                await w.images_wake.wait()
+
+    async def _poll_images(self, w: Worker, desired: DesiredState) -> None:
+        env = w.settings
+        if self.images is None:
+            assert self.store is not None
+            self.images = ImagePoller(self.config, self.store)
+        stats = await self.images.poll(env, desired)
+        await self._record_images(env, desired.revision, stats.findings)
+        for listener in self.image_listeners:
+            try:
+                await listener.image_findings(env, stats.findings)
+            except Exception:
+                log.exception("listener.failed", env=env.name)
+        if stats.write_back is not None and stats.write_back.revision:
+            log.info("images.written_back", env=env.name, revision=stats.write_back.revision)
+            wake = self.repo_wake.get(env.repository)
+            if wake is not None:
+                wake.set()  # fetch the commit now: the environment then loads and applies it
+
+    async def _record_images(self, env: EnvironmentSettings, revision: str, findings: list[ImageFinding]) -> None:
+        """Each distinct finding once in the audit trail (kept in the kv across restarts); a state that
+        cleared (the update was applied) is forgotten, so its return is recorded again."""
+        store = self.store
+        if store is None:
+            return
+        now = utcnow()
+        events = []
+        failed = {f.policy for f in findings if f.kind is FindingKind.ERROR}
+        present = set()
+        for f in findings:
+            if f.kind not in _RECORDED:
+                continue
+            key = f"{env.name}|{f.policy}|{f.kind}"
+            present.add(key)
+            sig = "|".join(str(x) for x in (f.current, f.latest, f.tag, f.new_digest, f.revision, f.message))
+            if await store.kv_get(IMAGE_FINDINGS, key) == sig:
+                continue
+            await store.kv_put(IMAGE_FINDINGS, key, sig)
+            versions = f" {f.current} -> {f.latest}" if f.current or f.latest else ""
+            detail = f"; {f.message}" if f.message else ""
+            events.append(AuditEvent(now, env.name, EventKind.IMAGE, revision=f.revision or revision,
+                                     reason=f"{f.kind}: {f.policy} {f.image}{versions}{detail}"[:2000]))
+        for key in await store.kv_items(IMAGE_FINDINGS):
+            e, _, rest = key.partition("|")
+            if e == env.name and key not in present and rest.rpartition("|")[0] not in failed:
+                await store.kv_delete(IMAGE_FINDINGS, key)
+        if events:
+            await store.record_events(events)
 
     # --- housekeeping ----------------------------------------------------------------------
 

@@ -104,31 +104,39 @@ def toml_value(v: Any) -> str:
     return json.dumps(str(v))
 
 
+def _table(header: str, values: Mapping[str, Any]) -> list[str]:
+    return [header, *(f"{k} = {toml_value(v)}" for k, v in values.items())]
+
+
 def write_config(path: Path, sandbox: Sandbox, *, repo_url: str, state_dir: Path, port: int,
-                 envs: list[dict[str, Any]], poll: str = "1s", alertmanager: bool = False) -> Path:
+                 envs: list[dict[str, Any]], poll: str = "1s", alertmanager: bool = False,
+                 registries: list[dict[str, Any]] | None = None, aws: bool = False) -> Path:
+    """A config for the sandbox. Each env dict holds its keys plus optional sub-tables: ``kubernetes``,
+    ``aws`` (account "sandbox", moto), ``brakes``, ``write_back``, and lists ``images`` and ``enforce_windows``."""
     lines = ["[daemon]", f"state_dir = {toml_value(str(state_dir))}", f"listen = \"127.0.0.1:{port}\"",
              "log_format = \"json\"", "log_level = \"info\"", "shutdown_timeout = \"15s\"", ""]
     if alertmanager:
         lines += ["[alertmanager]", f"urls = [{toml_value(sandbox.alertmanager)}]", ""]
     lines += ["[[clusters]]", "name = \"sandbox\"", f"kubeconfig = {toml_value(sandbox.kubeconfig)}", "",
               "[[repositories]]", "name = \"repo\"", f"url = {toml_value(repo_url)}", f"poll_interval = \"{poll}\"", ""]
+    if aws:
+        lines += [*_table("[[aws_accounts]]", {"name": "sandbox", "region": sandbox.aws_region,
+                                               "endpoint_url": sandbox.aws_endpoint}), ""]
+    for reg in registries or []:
+        lines += [*_table("[[registries]]", reg), ""]
     for env in envs:
         env = dict(env)
-        kube = env.pop("kubernetes")
-        windows = env.pop("enforce_windows", [])
-        brakes = env.pop("brakes", None)
-        lines.append("[[environments]]")
+        subs = {k: env.pop(k) for k in ("kubernetes", "aws", "brakes", "write_back") if k in env}
+        lists = {k: env.pop(k, []) for k in ("images", "enforce_windows")}
         env.setdefault("repository", "repo")
         env.setdefault("branch", "main")
-        lines += [f"{k} = {toml_value(v)}" for k, v in env.items()]
-        lines.append("[environments.kubernetes]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in kube.items()]
-        if brakes:
-            lines.append("[environments.brakes]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in brakes.items()]
-        for w in windows:
-            lines.append("[[environments.enforce_windows]]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in w.items()]
+        lines += _table("[[environments]]", env)
+        for k, v in subs.items():
+            if v:
+                lines += _table(f"[environments.{k}]", v)
+        for k, items in lists.items():
+            for item in items:
+                lines += _table(f"[[environments.{k}]]", item)
         lines.append("")
     path.write_text("\n".join(lines))
     return path
@@ -223,12 +231,13 @@ class DaemonProc:
             return ""
 
 
-def wait_for(fn: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+def wait_for(fn: Callable[[], Any], timeout: float = 30, what: str | Callable[[], str] = "condition") -> Any:
+    """Poll ``fn`` until truthy; ``what`` (or what it returns, computed at the timeout) names the wait."""
     deadline = time.monotonic() + timeout
     while True:
         v = fn()
         if v:
             return v
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(0.2)

@@ -141,7 +141,8 @@ def test_deleted_branch_puts_only_its_environment_in_error_and_prunes_nothing(se
 @pytest.mark.usefixtures("sandbox_faults")
 def test_git_server_down_then_back(setup: Setup) -> None:
     d = setup.daemon
-    wait_for(lambda: all(e["status"] == "in_sync" for e in d.environments().values()), 20, "all in sync")
+    wait_for(lambda: all(e["status"] == "in_sync" for e in d.environments().values()), 20,
+             lambda: f"all in sync: {d.environments()}")
     b = last_id(setup)
     stop_git(setup.sandbox)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -209,10 +210,74 @@ def test_nothing_to_change_makes_no_commit(sandbox, tmp_path: Path) -> None:
     assert _git("--git-dir", str(bare), "rev-parse", "prod").strip() == before
 
 
-@pytest.mark.xfail(reason="driftd/daemon.py does not run engine.images.ImagePoller yet: the write-back commit is "
-                          "made (tested above) but no loop polls images and then syncs the enforce environment",
-                   strict=False)
-def test_enforce_environment_runs_the_written_back_version(sandbox) -> None:
-    import driftd.daemon  # noqa: F401
+DAEMON_MANIFEST = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec:
+      containers:
+        - name: app
+          image: {image}:1.0.0 # {"driftd.io/image": "app"}
+"""
 
-    raise AssertionError("write once the daemon exists: write-back, then the next cycle applies it to the cluster")
+
+def test_enforce_environment_runs_the_written_back_version(sandbox, tmp_path: Path) -> None:
+    """`driftd run`: a new tag in the registry -> write-back commit -> the daemon loads it -> the cluster runs it."""
+    from tests.daemon_support import DaemonProc, GitRepo, free_port, wait_for, write_config
+
+    reg, tag = sandbox.registry, uuid.uuid4().hex[:6]
+    repo_name = f"t/wbd-{tag}"
+    image = f"{reg}/{repo_name}"
+    push_image(reg, repo_name, "1.0.0")
+    manifest = DAEMON_MANIFEST.replace("{image}", image)
+    ns = f"wbd-{tag}"
+    sandbox.kubectl("create", "namespace", ns)
+    try:
+        sandbox.kubectl("create", "-n", ns, "-f", "-", input=manifest)
+        git = GitRepo(sandbox, f"wbd-{tag}.git", tmp_path / "work")
+        first = git.commit({"deploy/app.yaml": manifest})
+        state, port = tmp_path / "state", free_port()
+        env = {"name": "prod", "mode": "enforce", "interval": "2s",
+               "kubernetes": {"cluster": "sandbox", "namespace": ns, "path": "deploy"},
+               "images": [{"name": "app", "image": image, "semver": "^1", "action": "write-back"}],
+               "write_back": {"author": "driftd-bot <bot@driftd.test>"}}
+        cfg = write_config(tmp_path / "driftd.toml", sandbox, repo_url=git.url, state_dir=state, port=port,
+                           envs=[env], registries=[{"host": reg, "insecure": True}])
+        d = DaemonProc(cfg, state, port, tmp_path / "driftd.log").start()
+        try:
+            assert d.wait_checked("prod")["prod"]["status"] == "in_sync"
+            push_image(reg, repo_name, "1.1.0")
+            push_image(reg, repo_name, "2.0.0")  # outside ^1
+
+            def running() -> str:
+                return str(sandbox.kubectl_json("get", "deployment", "app", "-n", ns)
+                           ["spec"]["template"]["spec"]["containers"][0]["image"])
+
+            wait_for(lambda: running() == f"{image}:1.1.0", 40, f"the cluster runs 1.1.0; log:\n{d.tail()}")
+            bare = Path(sandbox.git_root) / f"wbd-{tag}.git"
+            head = _git("--git-dir", str(bare), "rev-parse", "main").strip()
+            assert head != first
+            assert _git("--git-dir", str(bare), "log", "-1", "--format=%an", head).strip() == "driftd-bot"
+            written = wait_for(lambda: [e for e in d.events(env="prod", event="image")
+                                        if (e["reason"] or "").startswith("written_back")], 10, "written_back recorded")
+            assert written[0]["revision"] == head
+            # The environment then reports in sync at the new revision, its image applied by a revert to Git.
+            env_now = wait_for(lambda: (e := d.environments()["prod"])["revision"] == head
+                               and e["status"] == "in_sync" and e, 20, f"in sync at {head}")
+            assert env_now["drifts"] == []
+            applied = [e for e in d.events(env="prod", event="reverted") if e["revision"] == head]
+            assert applied
+            assert applied[0]["name"] == "app"
+            # Written once: later polls find the environment up to date.
+            time.sleep(5)
+            assert _git("--git-dir", str(bare), "rev-parse", "main").strip() == head
+        finally:
+            assert d.stop() == 0, d.tail()
+    finally:
+        sandbox.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -72,7 +72,8 @@ def show_history(config: Config, *, env: str | None, obj: str | None, since: str
 
 
 _MARK = {EventKind.DETECTED: "!", EventKind.REVERTED: "<", EventKind.REVERT_FAILED: "x",
-         EventKind.RESOLVED: "=", EventKind.SKIPPED: "-", EventKind.WOULD_REVERT: "?", EventKind.BRAKE: "#"}
+         EventKind.RESOLVED: "=", EventKind.SKIPPED: "-", EventKind.WOULD_REVERT: "?", EventKind.BRAKE: "#",
+         EventKind.IMAGE: "@"}
 
 
 def render_text(events: list[AuditEvent], out: TextIO) -> None:

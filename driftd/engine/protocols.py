@@ -7,6 +7,7 @@ from typing import Protocol
 
 from ..config import EnvironmentSettings
 from ..model import DesiredState, Drift, EnvironmentReport, ResourceKey, TargetKind, TargetResult
+from ..policy.images import ImageFinding
 
 
 class Target(Protocol):
@@ -57,6 +58,18 @@ class ReportListener(Protocol):
                            key: ResourceKey | None = None) -> None:
         """A safety brake engaged (``brake`` is ``drift_storm``, ``fight`` or ``revert_limit``)."""
         ...
+
+
+class ImageFindingListener(Protocol):
+    """Told about every image poll of an environment (``[[environments.images]]``). Must not raise.
+
+    ``findings`` holds every finding of the poll, one or more per policy (``up_to_date`` included, so
+    a listener can resolve what no longer holds; ``error`` means the policy could not be read this time:
+    what it cannot see is not resolved). ``ImageFinding.alerting`` says which deserve an alert, in
+    alert and enforce modes only: the daemon calls this after every poll, observe mode included.
+    """
+
+    async def image_findings(self, env: EnvironmentSettings, findings: Sequence[ImageFinding]) -> None: ...
 
 
 class StatusView(Protocol):

@@ -20,6 +20,7 @@ class EventKind(StrEnum):
     SKIPPED = "skipped"
     WOULD_REVERT = "would_revert"
     BRAKE = "brake"
+    IMAGE = "image"  # an image policy finding: update available, tag moved, digest missing, written back
 
 
 @dataclass(frozen=True)
