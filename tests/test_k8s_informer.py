@@ -243,3 +243,36 @@ async def test_check_objects_reevaluates_only_the_keys_events_named(sandbox: Any
         await cold.aclose()
     finally:
         await t.aclose()
+
+
+@pytest.mark.anyio
+async def test_events_of_custom_cluster_scoped_objects_carry_gits_key(sandbox: Any, k8s_namespace: str) -> None:
+    """The manifest loader cannot know a custom kind's scope and gives the object the default
+    namespace; events must still name it as Git does, and check_objects must find it by that key."""
+    from tests.test_k8s_orphans_cli import CRD
+
+    ns = k8s_namespace
+    sandbox.kubectl("apply", "-f", "-", input=CRD)
+    sandbox.kubectl("wait", "--for=condition=Established", "crd/widgets.k8s2.example.com", "--timeout=30s")
+    name = f"w-{ns[-6:]}"
+    body = {"apiVersion": "k8s2.example.com/v1", "kind": "Widget", "metadata": {"name": name, "namespace": ns},
+            "spec": {"size": 1}}
+    git_key = ResourceKey(TargetKind.KUBERNETES, "Widget", name, ns, "k8s2.example.com/v1")  # as the loader makes it
+    ds = DesiredState("r1", (DesiredObject(git_key, body, "w.yaml"),))
+    env = EnvironmentSettings("e", "repo", "main", kubernetes=KubernetesEnvSettings(cluster="sb", namespace=ns))
+    t = KubernetesTarget(ClusterSettings("sb", kubeconfig=Path(sandbox.kubeconfig)))
+    events: list[ResourceKey] = []
+    try:
+        await t.revert(env, ds, (await t.check(env, ds, inventory=frozenset())).drifts)
+        async with anyio.create_task_group() as tg:
+            await tg.start(t.watch, env, ds, events.append)
+            sandbox.kubectl("patch", "widget", name, "--type=merge", "-p", '{"spec":{"size":2}}')
+            await _wait(lambda: any(k.name == name for k in events))
+            assert git_key in events
+            r = await t.check_objects(env, ds, frozenset({git_key}), inventory=frozenset({git_key}))
+            assert [(d.key.name, d.drift) for d in r.drifts] == [(name, DriftKind.MODIFIED)]
+            assert r.resources == 1
+            tg.cancel_scope.cancel()
+    finally:
+        await t.aclose()
+        sandbox.kubectl("delete", "widget", name, "--ignore-not-found", check=False)

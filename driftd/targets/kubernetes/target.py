@@ -251,14 +251,15 @@ class KubernetesTarget:
         declared_names = {(k.kind, k.namespace, k.name) for k in declared}
         declared_infos = {p.info for p in planned if p.info.namespaced}
         if only is not None:
-            planned = [p for p in planned if _ident(p.key) in only]
+            # The desired state's key too: a custom cluster-scoped object's carries a namespace.
+            planned = [p for p in planned if _ident(p.key) in only or _ident(p.desired.key) in only]
         disc = await self.discovery()
         extra: list[Scope] = []
         orphans: list[tuple[ResourceKey, ResourceInfo]] = []
         object_errors: dict[ResourceKey, str] = {}
         for k in sorted(inventory):
             if k.target is not TargetKind.KUBERNETES or (k.kind, k.namespace, k.name) in declared_names \
-                    or (only is not None and _ident(k) not in only):
+                    or (only is not None and _ident(k) not in only and _ident(replace(k, namespace="")) not in only):
                 continue
             try:
                 info = await disc.resolve(k.api_version, k.kind)
@@ -376,7 +377,11 @@ class KubernetesTarget:
                     info = await disc.resolve(av, kind)
                     extra.extend((info, ns) for ns in ks.watch_namespaces)
         scopes = await self._scopes(env, planned, extra)
-        await self._informers.hold(await self.client(), scopes, on_change, task_status=task_status)
+        # Events name objects as the cluster does; Git's keys for custom cluster-scoped objects carry
+        # the default namespace (the loader cannot know the scope): name them as Git does.
+        aliases = {p.key: p.desired.key for p in planned if p.key != p.desired.key}
+        notify = on_change if not aliases else _aliased(on_change, aliases)
+        await self._informers.hold(await self.client(), scopes, notify, task_status=task_status)
 
     def subscribe(self, callback: Callable[[ResourceKey], None]) -> None:
         """``callback(key)`` for every event of every informer of this cluster, whoever holds it."""
@@ -390,6 +395,13 @@ class KubernetesTarget:
     @property
     def shared_informers(self) -> SharedInformers:
         return self._informers
+
+
+def _aliased(on_change: Callable[[ResourceKey], None], aliases: Mapping[ResourceKey, ResourceKey]
+             ) -> Callable[[ResourceKey], None]:
+    def notify(k: ResourceKey) -> None:
+        on_change(aliases.get(k, k))
+    return notify
 
 
 def _ident(k: ResourceKey) -> Ident:
