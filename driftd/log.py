@@ -89,12 +89,25 @@ def _fmt(v: Any) -> str:
     return json.dumps(s) if (" " in s or not s) else s
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time, so a replaced stderr (tests, embedding) never
+    leaves the handler writing to a closed file."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
     """``auto``: text on a TTY, JSON otherwise (journald, pipes, containers)."""
+    handler: logging.StreamHandler = logging.StreamHandler(stream) if stream else _StderrHandler()  # type: ignore[type-arg]
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "text" if stream.isatty() and not os.environ.get("JOURNAL_STREAM") else "json"
-    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(color=stream.isatty()))
     root = logging.getLogger()
     for h in list(root.handlers):
