@@ -1,11 +1,15 @@
 """Kubernetes drift check at scale: driftd vs `kubectl diff -f`, same objects, same API server, same run.
 
-    DRIFTD_SANDBOX=DIR .venv/bin/python bench/bench_k8s.py [--namespaces 200]
+    DRIFTD_SANDBOX=DIR .venv/bin/python bench/bench_k8s.py [--namespaces 200] [--without-proof]
+        [--concurrency 16] [--cluster-ips]
 
 The corpus's namespaced objects (10 per copy) are replicated across N namespaces (200 -> 2,000
-objects) and synced by driftd. Then: a cold check (fresh target: discovery, LISTs, one SSA dry
-run per object), a warm check (verdict cache: no dry run), and `kubectl diff -f` on a file
-holding the same objects. Prints wall times, API requests and dry runs per check.
+objects) and synced by driftd. Services are made headless unless --cluster-ips: the sandbox's
+/24 service range holds ~250 cluster IPs (3 Services per namespace). Then: a cold check (fresh
+target: discovery, LISTs, objects proven in sync from their managedFields without a dry run,
+one dry run per kind whose declared quantities the server rewrites), a warm check (verdict
+cache: no dry run), optionally a cold check dry-running every object, and `kubectl diff -f` on a
+file holding the same objects. Prints wall times, API requests and dry runs per check.
 """
 
 from __future__ import annotations
