@@ -268,9 +268,10 @@ def test_enforce_environment_runs_the_written_back_version(sandbox, tmp_path: Pa
                                         if (e["reason"] or "").startswith("written_back")], 10, "written_back recorded")
             assert written[0]["revision"] == head
             # The environment then reports in sync at the new revision, its image applied by a revert to Git.
+            # (The pass that reverts already says in_sync, listing what it reverted; the next one lists nothing.)
             env_now = wait_for(lambda: (e := d.environments()["prod"])["revision"] == head
-                               and e["status"] == "in_sync" and e, 20, f"in sync at {head}")
-            assert env_now["drifts"] == []
+                               and e["status"] == "in_sync" and not e["drifts"] and e, 20, f"in sync at {head}")
+            assert env_now["resources"] == 1
             applied = [e for e in d.events(env="prod", event="reverted") if e["revision"] == head]
             assert applied
             assert applied[0]["name"] == "app"

@@ -77,7 +77,10 @@ class EnvRuntime:
         views = [self.targets[k] for k in sorted(self.targets)]
         drifts = tuple(d for v in views for _, d in sorted(v.drifts.items()))
         errors = [e for e in ([self.desired_error] + [v.error for v in views]) if e]
-        status = Status.ERROR if errors else (Status.DRIFTED if drifts else Status.IN_SYNC)
+        # A drift reverted in this pass is reported (and alerted as reverted) but no longer remains:
+        # `driftd sync` exits as `check` would for what is left, and the daemon shows in_sync.
+        remaining = any(d.action is not Action.REVERTED for d in drifts)
+        status = Status.ERROR if errors else (Status.DRIFTED if remaining else Status.IN_SYNC)
         mode = environment_mode(self.settings, utcnow()).mode
         return EnvironmentReport(
             name=self.settings.name,
@@ -209,7 +212,8 @@ class Reconciler:
                 inventory_update = declared | still
             if self.store is not None:
                 out = await self.store.record_pass(env.name, kind, desired.revision, now, final, scope=keys,
-                                                   events=brake_events, inventory=inventory_update)
+                                                   events=brake_events, inventory=inventory_update,
+                                                   actor=self.actor)
                 for k in out.opened:
                     log.info("drift.detected", env=env.name, object=str(k))
                 for k in out.resolved:

@@ -205,18 +205,19 @@ class StateStore:
     async def record_pass(self, env: str, target: TargetKind, revision: str | None, now: datetime,
                           drifts: Sequence[Drift], *, scope: frozenset[ResourceKey] | None = None,
                           events: Sequence[AuditEvent] = (),
-                          inventory: frozenset[ResourceKey] | None = None) -> PassOutcome:
+                          inventory: frozenset[ResourceKey] | None = None, actor: str = "driftd") -> PassOutcome:
         """Record one check of ``target`` in ``env``, atomically.
 
         ``drifts`` are every drift seen in ``scope`` (None: the whole target), with their actions
         set. New drifts are opened (``detected``), open ones in scope that are gone are resolved,
         actions become events (a repeated skip for the same reason is recorded once), and
         ``events`` (brakes) are appended. ``inventory`` replaces the target's inventory when given.
+        ``actor`` is who acted: ``driftd`` (the daemon) or ``cli:<user>`` (``driftd sync``).
         """
         drifts = list(drifts)
         events = list(events)
         return await self._write(lambda c: _record_pass(c, env, target, revision, now, drifts, scope,
-                                                        events, inventory))
+                                                        events, inventory, actor))
 
     async def record_events(self, events: Sequence[AuditEvent]) -> None:
         evs = list(events)
@@ -295,7 +296,7 @@ def _reason_code(reason: str | None) -> str:
 
 def _record_pass(c: sqlite3.Connection, env: str, target: TargetKind, revision: str | None, now: datetime,
                  drifts: list[Drift], scope: frozenset[ResourceKey] | None, events: list[AuditEvent],
-                 inventory: frozenset[ResourceKey] | None) -> PassOutcome:
+                 inventory: frozenset[ResourceKey] | None, actor: str = "driftd") -> PassOutcome:
     t = ts(now)
     open_rows = {
         key: (row_id, drift, last_action, last_reason)
@@ -307,7 +308,7 @@ def _record_pass(c: sqlite3.Connection, env: str, target: TargetKind, revision: 
     def event(kind: EventKind, d: Drift, reason: str | None = None) -> None:
         nonlocal n_events
         _insert_event(c, AuditEvent(now, env, kind, d.key, revision, d.drift, reason, d.changes,
-                                    d.changed_by))
+                                    d.changed_by, actor=actor))
         n_events += 1
 
     seen: set[ResourceKey] = set()
@@ -345,7 +346,7 @@ def _record_pass(c: sqlite3.Connection, env: str, target: TargetKind, revision: 
         if key in seen or (scope is not None and key not in scope):
             continue
         c.execute("UPDATE drifts SET resolved_at = ? WHERE id = ?", (t, row_id))
-        _insert_event(c, AuditEvent(now, env, EventKind.RESOLVED, key, revision, DriftKind(drift)))
+        _insert_event(c, AuditEvent(now, env, EventKind.RESOLVED, key, revision, DriftKind(drift), actor=actor))
         n_events += 1
         resolved.append(key)
 
