@@ -17,20 +17,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 
 from ...diff.aws_compare import CompareSpec, compare, prune_not_checked, split_pointer, tags_to_map
-from ...errors import DriftdError, TargetError
+from ...errors import DriftdError
 from ...model import AwsDeclaration, Change, ResourceKey, TargetKind
+from .errors import ApiError as ApiError  # re-exported: adapters catch it with the rest of the contract
 
 if TYPE_CHECKING:
     from .session import AccountSession
-
-class ApiError(TargetError):
-    """An AWS API error other than throttling or a denied permission. ``code`` is AWS's error code."""
-
-    def __init__(self, message: str, *, code: str, operation: str, subject: str | None = None,
-                 retryable: bool = False) -> None:
-        super().__init__(message, subject=subject, retryable=retryable)
-        self.code = code
-        self.operation = operation
 
 
 Live = dict[str, Any]  # live properties in CloudFormation's shape; only what was read

@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from ...errors import SourceError
-from .session import AccountSession, ApiError
+from .errors import ApiError
+from .session import AccountSession
 
 _ECR_HOST_RE = re.compile(r"^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 

@@ -37,7 +37,7 @@ from ...config import AwsAccountSettings
 from ...errors import PermissionDenied, TargetError, Throttled
 from ...log import get_logger
 from ...metrics import api_requests
-from .base import ApiError as ApiError  # re-exported: other modules catch it from here
+from .errors import ApiError
 
 log = get_logger(__name__)
 
