@@ -61,7 +61,7 @@ DEBOUNCE = 0.2
 RETENTION_EVERY = 3600.0
 IMAGE_FINDINGS = "image-findings"  # kv namespace: the last recorded finding per (environment, policy, kind)
 _RECORDED = (FindingKind.UPDATE_AVAILABLE, FindingKind.TAG_MOVED, FindingKind.DIGEST_MISSING,
-             FindingKind.WRITTEN_BACK, FindingKind.WRITE_BACK_FAILED)
+             FindingKind.WRITTEN_BACK, FindingKind.WOULD_WRITE_BACK, FindingKind.WRITE_BACK_FAILED)
 
 
 @dataclass

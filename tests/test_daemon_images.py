@@ -97,3 +97,43 @@ def test_update_available_and_moved_tag_are_recorded_and_alerted(sandbox: Sandbo
             assert d.stop() == 0, d.tail()
     finally:
         sandbox.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_observe_mode_write_back_records_what_it_would_write_and_pushes_nothing(sandbox: Sandbox,
+                                                                                  tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    reg, repo_name, envname = sandbox.registry, f"t/obs-{tag}", f"obs-{tag}"
+    image = f"{reg}/{repo_name}"
+    push_image(reg, repo_name, "1.0.0")
+    manifest = MANIFEST.replace('- {name: web, image: "IMAGE"}',
+                                '- name: web\n          image: IMAGE # {"driftd.io/image": "web"}').replace(
+                                    "IMAGE", f"{image}:1.0.0")
+    git = GitRepo(sandbox, f"obs-{tag}.git", tmp_path / "work")
+    head = git.commit({"k8s/app.yaml": manifest})
+    state, port = tmp_path / "state", free_port()
+    env = {"name": envname, "mode": "observe", "interval": "1s",
+           "kubernetes": {"cluster": "sandbox", "namespace": f"obs-{tag}", "path": "k8s"},
+           "images": [{"name": "web", "image": image, "semver": "^1", "action": "write-back"}]}
+    cfg = write_config(tmp_path / "driftd.toml", sandbox, repo_url=git.url, state_dir=state, port=port,
+                       envs=[env], registries=[{"host": reg, "insecure": True}])
+    d = DaemonProc(cfg, state, port, tmp_path / "driftd.log").start()
+    try:
+        d.wait_checked(envname)
+        push_image(reg, repo_name, "1.4.0")
+
+        def would() -> list[dict[str, Any]]:
+            return [e for e in d.events(env=envname, event="image") if e["reason"].startswith("would_write_back")]
+
+        wait_for(would, 30, lambda: f"a would_write_back event; log:\n{d.tail()}")
+        time.sleep(4)  # several more polls: recorded once, and still nothing pushed
+        events = would()
+        assert len(events) == 1, events
+        assert f"{image}:1.0.0 -> {image}:1.4.0" in events[0]["reason"]
+        assert events[0]["revision"] == head
+        remote = git._git("ls-remote", "--heads", git.url).split()
+        assert remote[0::2] == [head]
+        assert remote[1::2] == ["refs/heads/main"]
+        assert not [e for e in d.events(env=envname, event="image") if e["reason"].startswith("written_back")]
+        assert d.environments()[envname]["revision"] == head
+    finally:
+        assert d.stop() == 0, d.tail()

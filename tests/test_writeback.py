@@ -100,8 +100,9 @@ def _seed_repo(sandbox, files: dict[str, str]) -> tuple[str, Path]:
     return name, bare
 
 
-def _config(tmp_path: Path, sandbox, repo_name: str, image: str, message: str | None = None):
-    env: dict = {"name": "prod", "repository": "r", "branch": "prod", "mode": "enforce",
+def _config(tmp_path: Path, sandbox, repo_name: str, image: str, message: str | None = None, mode: str = "enforce",
+            dry_run: bool = False):
+    env: dict = {"name": "prod", "repository": "r", "branch": "prod", "mode": mode, "dry_run": dry_run,
                  "kubernetes": {"cluster": "c", "path": "deploy"},
                  "images": [{"name": "app", "image": image, "semver": "^1", "action": "write-back"}],
                  "write_back": {"author": "driftd-bot <bot@driftd.test>"}}
@@ -168,6 +169,45 @@ async def test_new_tag_becomes_a_commit_touching_only_marked_fields(sandbox, tmp
     assert log.startswith("driftd-bot <bot@driftd.test>\nchore(images): update prod\n")
     assert f"{image}:1.0.0 -> {image}:1.1.0" in log
     assert "1.0.0 -> 1.1.0" in log
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("mode", "dry_run"), [("observe", False), ("enforce", True)])
+async def test_observe_mode_records_what_it_would_write_and_pushes_nothing(sandbox, tmp_path: Path, mode: str,
+                                                                            dry_run: bool) -> None:
+    reg = sandbox.registry
+    repo = f"t/wb-{uuid.uuid4().hex[:8]}"
+    image = f"{reg}/{repo}"
+    push_image(reg, repo, "1.0.0")
+    push_image(reg, repo, "1.3.0")
+    original = _manifest(image)
+    name, bare = _seed_repo(sandbox, {"deploy/app.yaml": original})
+    before = {b: _git("--git-dir", str(bare), "rev-parse", b).strip() for b in ("main", "prod")}
+    cfg = _config(tmp_path, sandbox, name, image, mode=mode, dry_run=dry_run)
+    poller = ImagePoller(cfg, MemoryKeyValueStore())
+    try:
+        stats = [await poller.poll(cfg.environments[0], _desired(original)) for _ in range(2)]
+    finally:
+        await poller.aclose()
+    # Nothing reached Git: same heads, no new commit or branch, on every poll.
+    assert {b: _git("--git-dir", str(bare), "rev-parse", b).strip() for b in ("main", "prod")} == before
+    assert _git("--git-dir", str(bare), "for-each-ref", "--format=%(refname)").split() == \
+        ["refs/heads/main", "refs/heads/prod"]
+    for s in stats:
+        kinds = [f.kind for f in s.findings]
+        assert FindingKind.WRITTEN_BACK not in kinds
+        assert kinds.count(FindingKind.UPDATE_AVAILABLE) == 1
+        would = [f for f in s.findings if f.kind is FindingKind.WOULD_WRITE_BACK]
+        assert len(would) == 1
+        f = would[0]
+        assert (f.current, f.latest, f.revision) == ("1.0.0", "1.3.0", before["prod"])
+        assert not f.alerting
+        # What the commit would change, line by line, as written_back would list it.
+        assert f"deploy/app.yaml:12: app: {image}:1.0.0 -> {image}:1.3.0" in f.message
+        assert "deploy/app.yaml:18: app: 1.0.0 -> 1.3.0" in f.message
+        assert s.write_back is not None
+        assert s.write_back.revision is None
+        assert not s.write_back.pushed
 
 
 def test_concurrent_commit_on_the_branch_is_retried_on_the_new_head(sandbox, tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ Per ``[[environments.images]]`` policy, one poll:
    that images pinned by digest still exist;
 4. ``report``: records whether an update is available (metric ``driftd_image_update_available``);
    ``write-back``: rewrites the fields marked with setter comments on the environment's branch,
-   in one commit for all of the environment's write-back policies.
+   in one commit for all of the environment's write-back policies. Modes hold here too: an
+   ``observe`` (or ``dry_run``) environment never pushes; its finding is ``would_write_back``,
+   listing the lines the commit would change on the branch's current head.
 
 One broken policy (bad image, unreachable registry) yields an ``error`` finding; the others go on.
 Alerting is the caller's: ``ImageFinding.alerting`` says which findings deserve one.
@@ -30,7 +32,7 @@ from ..config import Config, EnvironmentSettings
 from ..errors import DriftdError
 from ..log import get_logger
 from ..metrics import image_update_available
-from ..model import DesiredState
+from ..model import DesiredState, Mode
 from ..policy.images import FindingKind, ImageFinding, ImagePolicy, ImageRef, compile_policy, parse_image_ref
 from ..policy.setters import ImageUpdate, SetterError, apply_setters
 from ..sources.git_writeback import PushAuth, WriteBackResult, commit_and_push
@@ -140,7 +142,7 @@ class ImagePoller:
         stats.registry_requests = n[0]
         for f in stats.findings:
             if f.kind in (FindingKind.TAG_MOVED, FindingKind.DIGEST_MISSING, FindingKind.UPDATE_AVAILABLE,
-                          FindingKind.WRITTEN_BACK, FindingKind.WRITE_BACK_FAILED):
+                          FindingKind.WRITTEN_BACK, FindingKind.WOULD_WRITE_BACK, FindingKind.WRITE_BACK_FAILED):
                 log.info(f"images.{f.kind}", **{k: v for k, v in f.to_dict().items() if k != "kind"})
         return stats
 
@@ -263,9 +265,10 @@ class ImagePoller:
                 errors.append(f"token_file: {e.strerror}")
         auth = PushAuth(username=repo.username or ("driftd" if password else None), password=password,
                         key_filename=str(repo.ssh_key_file) if repo.ssh_key_file else None)
+        push = writes_to_git(env)
         try:
             res = await commit_and_push(repo.url, env.branch, cache_dir=self.cache_dir, paths=paths, edit=edit,
-                                        message=message, author=env.write_back.author, auth=auth)
+                                        message=message, author=env.write_back.author, auth=auth, push=push)
         except DriftdError as e:
             log.warning("images.write_back_failed", environment=env.name, policies=names, error=str(e))
             return [ImageFinding(env.name, p.name, p.image.name, FindingKind.WRITE_BACK_FAILED, latest=t, at=now,
@@ -277,9 +280,17 @@ class ImagePoller:
             if res.revision and changed:
                 out.append(ImageFinding(env.name, p.name, p.image.name, FindingKind.WRITTEN_BACK, current=cur,
                                         latest=t, revision=res.revision, at=now, message="; ".join(changed)))
+            elif not res.pushed and changed:
+                out.append(ImageFinding(env.name, p.name, p.image.name, FindingKind.WOULD_WRITE_BACK, current=cur,
+                                        latest=t, revision=res.base, at=now, message="; ".join(changed)))
         for problem in errors:
             out.append(ImageFinding(env.name, names, "", FindingKind.WRITE_BACK_FAILED, at=now, message=problem))
         return out
+
+
+def writes_to_git(env: EnvironmentSettings) -> bool:
+    """Whether write-back may push for ``env``: not in ``observe`` mode (it records only), not with ``dry_run``."""
+    return env.mode is not Mode.OBSERVE and not env.dry_run
 
 
 def _names(ref: str, image: ImageRef) -> bool:

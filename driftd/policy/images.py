@@ -225,6 +225,8 @@ class FindingKind(StrEnum):
     DIGEST_MISSING = "digest_missing"  # an image pinned by digest no longer exists in the registry
     WRITTEN_BACK = "written_back"  # the new version was committed to the environment's branch
     WRITE_BACK_FAILED = "write_back_failed"
+    # observe mode (or dry_run): what write-back would have committed; nothing was pushed to Git
+    WOULD_WRITE_BACK = "would_write_back"
     NO_MATCH = "no_match"  # no tag satisfies the policy
     ERROR = "error"  # the registry could not be read
 
@@ -240,7 +242,7 @@ class ImageFinding:
     tag: str | None = None  # TAG_MOVED: the tag concerned
     old_digest: str | None = None
     new_digest: str | None = None
-    revision: str | None = None  # WRITTEN_BACK: the commit made
+    revision: str | None = None  # WRITTEN_BACK: the commit made; WOULD_WRITE_BACK: the head it would edit
     message: str = ""
     at: datetime | None = None
 

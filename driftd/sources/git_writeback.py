@@ -6,6 +6,9 @@ the caller's ``edit`` over the files under the given paths (the edit is re-run o
 so it always applies to the current head), commit only if something changed, and push with the
 fetched head as the expected old value. When the branch moved meanwhile (someone else pushed),
 the server refuses the update; we fetch the new head and try again, up to ``max_attempts``.
+
+``push=False`` (an environment in ``observe`` mode) stops after the edit: the result lists what would
+be written on the current head, and nothing is committed or pushed.
 """
 
 from __future__ import annotations
@@ -47,12 +50,12 @@ class PushAuth:
 
 @dataclass(frozen=True)
 class WriteBackResult:
-    revision: str | None  # the pushed commit; None when no file needed a change
+    revision: str | None  # the pushed commit; None when no file needed a change, or nothing was pushed
     base: str  # the branch head the change was made on
     changes: tuple[str, ...]
     files: tuple[str, ...]
     attempts: int
-
+    pushed: bool = True  # False: push=False, ``changes`` is what would have been written
 
 class _BranchMoved(Exception):
     pass
@@ -103,7 +106,7 @@ def _walk(repo: Repo, tree_id: bytes, prefix: str) -> list[tuple[str, int, bytes
 
 def commit_and_push_sync(url: str, branch: str, *, cache_dir: Path, paths: Sequence[str], edit: EditFn,
                          message: MessageFn, author: str, auth: PushAuth | None = None,
-                         max_attempts: int = 5) -> WriteBackResult:
+                         max_attempts: int = 5, push: bool = True) -> WriteBackResult:
     """Blocking; run it in a worker thread (see :func:`commit_and_push`)."""
     subject = f"{url}#{branch}"
     ref: Any = f"refs/heads/{branch}".encode()  # dulwich types refs as a NewType of bytes
@@ -118,14 +121,14 @@ def commit_and_push_sync(url: str, branch: str, *, cache_dir: Path, paths: Seque
         repo = Repo(str(local))
         try:
             return _attempts(client, path, repo, url, branch, ref, subject, paths, edit, message, author,
-                             max_attempts)
+                             max_attempts, push)
         finally:
             repo.close()
 
 
 def _attempts(client: Any, path: str, repo: Repo, url: str, branch: str, ref: Any, subject: str,
               paths: Sequence[str], edit: EditFn, message: MessageFn, author: str,
-              max_attempts: int) -> WriteBackResult:
+              max_attempts: int, push: bool) -> WriteBackResult:
     for attempt in range(1, max_attempts + 1):
         try:
             fetched = client.fetch(path, repo,
@@ -154,7 +157,9 @@ def _attempts(client: Any, path: str, repo: Repo, url: str, branch: str, ref: An
                 lines.extend(described)
                 files.append(fpath)
         if not tree_changes:
-            return WriteBackResult(None, head.decode(), (), (), attempt)
+            return WriteBackResult(None, head.decode(), (), (), attempt, pushed=push)
+        if not push:
+            return WriteBackResult(None, head.decode(), tuple(lines), tuple(files), attempt, pushed=False)
         new_tree = commit_tree_changes(repo.object_store, commit.tree, tree_changes)
         c = Commit()
         c.tree = new_tree
@@ -200,8 +205,8 @@ def _push(client: Any, path: str, repo: Repo, ref: bytes, expected: bytes, new: 
 
 async def commit_and_push(url: str, branch: str, *, cache_dir: Path, paths: Sequence[str], edit: EditFn,
                           message: MessageFn, author: str, auth: PushAuth | None = None,
-                          max_attempts: int = 5) -> WriteBackResult:
+                          max_attempts: int = 5, push: bool = True) -> WriteBackResult:
     """Edit, commit and push in a worker thread; see the module docstring."""
     return await anyio.to_thread.run_sync(
         lambda: commit_and_push_sync(url, branch, cache_dir=cache_dir, paths=paths, edit=edit, message=message,
-                                     author=author, auth=auth, max_attempts=max_attempts))
+                                     author=author, auth=auth, max_attempts=max_attempts, push=push))
