@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +278,101 @@ async def test_events_of_custom_cluster_scoped_objects_carry_gits_key(sandbox: A
     finally:
         await t.aclose()
         sandbox.kubectl("delete", "widget", name, "--ignore-not-found", check=False)
+
+
+@pytest.mark.anyio
+async def test_watch_restarted_at_once_keeps_its_informer_running(sandbox: Any, k8s_namespace: str) -> None:
+    """The only holder's watch is cancelled and a new one started in the same breath (the old one
+    still letting go): the new watch must end up running the informer, not holding a dead cache."""
+    ns = k8s_namespace
+    ds = DesiredState("r1", (_cm(ns, "x0"),))
+    env = EnvironmentSettings("e", "repo", "main", kubernetes=KubernetesEnvSettings(cluster="sb", namespace=ns))
+    t = KubernetesTarget(ClusterSettings("sb", kubeconfig=Path(sandbox.kubeconfig)))
+    seen: list[str] = []
+    try:
+        await t.revert(env, ds, (await t.check(env, ds, inventory=frozenset())).drifts)
+        async with anyio.create_task_group() as tg:
+            async def start() -> anyio.CancelScope:
+                scope = anyio.CancelScope()
+
+                async def run(*, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+                    with scope:
+                        await t.watch(env, ds, lambda k: seen.append(k.name), task_status=task_status)
+                await tg.start(run)
+                return scope
+
+            old = await start()
+            for i in range(3):
+                old.cancel()
+                old = await start()
+                sandbox.kubectl("patch", "configmap", "x0", "-n", ns, "--type=merge", "-p",
+                                json.dumps({"data": {"k": f"v{i}"}}))
+                await _wait(lambda: "x0" in seen, limit=15)
+                seen.clear()
+            assert len(t.informers) == 1
+            assert t.informers[0].relists == 1  # handed over, never re-listed
+            tg.cancel_scope.cancel()
+    finally:
+        await t.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_informer_handed_over_before_it_synced_is_adopted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a server: the informer's first LIST is slow (API server down). Its holder's watch is
+    cancelled and a new one takes a reference in the same breath; the old one lets go while the new
+    one still waits for the sync. The new one must adopt the informer (no lost wake-up), else it
+    waits for a sync nobody works on."""
+    from driftd.targets.kubernetes import informers as mod
+    from driftd.targets.kubernetes.discovery import ResourceInfo
+
+    gate = anyio.Event()
+    made: list[Any] = []
+
+    class SlowInformer:
+        def __init__(self, client: Any, info: ResourceInfo, namespace: str | None, *, on_event: Any = None) -> None:
+            self.info, self.namespace = info, namespace
+            self.synced_event = anyio.Event()
+            self.runs = 0
+            self.running = False
+            made.append(self)
+
+        async def run(self) -> None:
+            self.runs += 1
+            self.running = True
+            try:
+                await gate.wait()
+                self.synced_event.set()
+                await anyio.sleep_forever()
+            finally:
+                self.running = False
+
+    monkeypatch.setattr(mod, "Informer", SlowInformer)
+    shared = mod.SharedInformers()
+    info = ResourceInfo("", "v1", "configmaps", "ConfigMap", True)
+    scopes = [(info, "ns")]
+    async with anyio.create_task_group() as tg:
+        old = anyio.CancelScope()
+        new_started = anyio.Event()
+
+        async def hold_old() -> None:
+            with old:
+                await shared.hold(None, scopes, lambda k: None)  # type: ignore[arg-type]
+
+        async def watch_new() -> None:
+            await tg.start(partial(shared.hold, None, scopes, lambda k: None))  # returns once synced
+            new_started.set()
+
+        tg.start_soon(hold_old)
+        await anyio.wait_all_tasks_blocked()
+        assert made[0].running
+        old.cancel()
+        tg.start_soon(watch_new)
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
+        with anyio.fail_after(5):
+            await new_started.wait()
+        assert len(made) == 1
+        assert made[0].running
+        assert made[0].runs == 2  # the first run ended with its holder, the adopter runs it now
+        assert shared.refs(info, "ns") == 1
+        tg.cancel_scope.cancel()

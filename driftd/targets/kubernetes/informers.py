@@ -89,12 +89,13 @@ class SharedInformers:
         try:
             async with anyio.create_task_group() as tg:
                 self._adopt(tg, keys, mine)
+                # Adopting goes on while waiting for the sync too: a holder that leaves before its
+                # informer synced hands it over like any other.
+                tg.start_soon(self._keep_running, tg, keys, mine)
                 for k in keys:
                     await self._shared[k].informer.synced_event.wait()
                 task_status.started()
-                while True:
-                    await self._orphaned().wait()
-                    self._adopt(tg, keys, mine)
+                await anyio.sleep_forever()
         finally:
             self._release(keys, on_change, mine)
 
@@ -105,6 +106,14 @@ class SharedInformers:
         if self._orphaned_event is None:
             self._orphaned_event = anyio.Event()
         return self._orphaned_event
+
+    async def _keep_running(self, tg: anyio.abc.TaskGroup, keys: list[ScopeKey], mine: set[anyio.CancelScope]
+                            ) -> None:
+        while True:
+            # Take the event before looking: a runner lost after the look sets this very event.
+            orphaned = self._orphaned()
+            self._adopt(tg, keys, mine)
+            await orphaned.wait()
 
     def _adopt(self, tg: anyio.abc.TaskGroup, keys: list[ScopeKey], mine: set[anyio.CancelScope]) -> None:
         for k in keys:
