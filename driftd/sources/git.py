@@ -14,6 +14,11 @@ a read timeout; http(s) uses urllib3's; ssh passes ``ConnectTimeout`` and
 timeout fires it is abandoned, and the next fetch of that repository reports
 "previous fetch still running" until it ends, so stuck threads never pile up.
 
+Several processes may share a cache (``driftd check`` on the daemon's host with the same
+``state_dir``): a fetch holds the cache's lock file (see :mod:`driftd.sources.git_lock`) from
+opening the repository to its last ref update; readers take no lock and tolerate refs that move
+or vanish under them.
+
 Credentials: ``token_file`` is read at each fetch (rotation works) and sent as
 HTTP basic auth (username ``x-access-token`` unless configured); ``ssh_key_file``
 and ``known_hosts_file`` go to the ssh command. None of them ever appears in an
@@ -54,6 +59,7 @@ from dulwich.repo import Repo
 from ..config import RepositorySettings
 from ..errors import DesiredStateError, SourceError
 from ..log import get_logger
+from .git_lock import cache_lock
 from .yamlsafe import DEFAULT_LIMITS, Limits
 
 log = get_logger(__name__)
@@ -175,19 +181,22 @@ class RepositoryCache:
         if not self._busy.acquire(blocking=False):
             raise SourceError("the previous fetch is still running (stuck network call?)", subject=self.subject)
         try:
-            repo = self._open_or_init()
-            try:
-                if self._heads is None and not self._local_heads_at_start:
-                    self._local_heads_at_start = _local_heads(repo)
-                before = _pack_bytes(self.path)
-                remote_heads = self._fetch_into(repo)
-                self._write_refs(repo, remote_heads)
-                received = _pack_bytes(self.path) - before
-                if len(list((self.path / "objects" / "pack").glob("*.pack"))) > _MAX_PACKS:
-                    repo.object_store.repack()
-                return remote_heads, max(received, 0)
-            finally:
-                repo.close()
+            # Another process's fetch into the same cache: wait for it (it brings what we want, so
+            # ours then transfers little), rather than interleave object and ref writes with it.
+            with cache_lock(self.path, timeout=self.settings.timeout, subject=self.subject):
+                repo = self._open_or_init()  # after the lock: sees the packs the other process added
+                try:
+                    if self._heads is None and not self._local_heads_at_start:
+                        self._local_heads_at_start = _local_heads(repo)
+                    before = _pack_bytes(self.path)
+                    remote_heads = self._fetch_into(repo)
+                    self._write_refs(repo, remote_heads)
+                    received = _pack_bytes(self.path) - before
+                    if len(list((self.path / "objects" / "pack").glob("*.pack"))) > _MAX_PACKS:
+                        repo.object_store.repack()
+                    return remote_heads, max(received, 0)
+                finally:
+                    repo.close()
         finally:
             self._busy.release()
 
@@ -196,7 +205,7 @@ class RepositoryCache:
             if (self.path / "objects").is_dir():
                 return Repo(str(self.path))
             self.path.mkdir(parents=True, exist_ok=True)
-            return Repo.init_bare(str(self.path))
+            return Repo.init_bare(str(self.path), mkdir=False)
         except (OSError, NotGitRepository) as e:
             raise SourceError(f"cannot open the local cache {self.path}: {e}", subject=self.subject,
                               retryable=False) from e
@@ -420,9 +429,14 @@ def _tree_at(repo: Repo, commit: str, path: str, subject: str) -> str | None:
 
 
 def _local_heads(repo: Repo) -> dict[str, str]:
+    """Branch -> commit in the cache. A ref deleted or being replaced by another process between the
+    listing and the read is skipped: the caller's fetch rewrites every ref it needs anyway."""
     out = {}
     for ref in repo.refs.keys(base=_HEADS):
-        sha = repo.refs[Ref(_HEADS + ref)]
+        try:
+            sha = repo.refs[Ref(_HEADS + ref)]
+        except (KeyError, OSError, ValueError):
+            continue
         out[ref.decode("utf-8", "replace")] = sha.decode("ascii")
     return out
 

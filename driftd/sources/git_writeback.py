@@ -30,6 +30,7 @@ from dulwich.repo import Repo
 
 from ..errors import SourceError
 from ..log import get_logger
+from .git_lock import cache_lock
 
 log = get_logger(__name__)
 
@@ -61,6 +62,7 @@ class _BranchMoved(Exception):
     pass
 
 
+LOCK_TIMEOUT = 300.0  # seconds to wait for another process's write-back into the same clone
 _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -114,9 +116,10 @@ def commit_and_push_sync(url: str, branch: str, *, cache_dir: Path, paths: Seque
     client, path = get_transport_and_path(url, username=auth.username, password=auth.password,
                                           key_filename=auth.key_filename)
     local = _cache_path(cache_dir, url)
-    with _lock_for(local):  # environments sharing a repository share the clone: one writer at a time
-        if not local.exists():
-            local.mkdir(parents=True)
+    # Environments sharing a repository share the clone: one writer at a time, in this process (threads)
+    # and across processes (the cache's lock file).
+    with _lock_for(local), cache_lock(local, timeout=LOCK_TIMEOUT, subject=subject):
+        if not (local / "objects").is_dir():
             Repo.init_bare(str(local)).close()
         repo = Repo(str(local))
         try:
