@@ -11,10 +11,12 @@ rotates projected tokens hourly).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,9 @@ RBAC_VERBS = {"apply": "patch"}
 _NAMESPACED = re.compile(r"^/apis?/(?:[^/]+/)?[^/]+/namespaces/([^/]+)/[^/]+")
 
 
+_counter: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("driftd_kube_requests", default=None)
+
+
 class KubeClient:
     def __init__(self, api: k8s_client.ApiClient, *, name: str, concurrency: int = 8) -> None:
         self._api = api
@@ -102,7 +107,21 @@ class KubeClient:
 
     def _count(self, operation: str, code: str) -> None:
         self.requests += 1
+        mine = _counter.get()
+        if mine is not None:
+            mine[0] += 1
         api_requests.labels(target="kubernetes", operation=operation, code=code).inc()
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[list[int]]:
+        """Counts the requests made by this task and the tasks it starts (not by informers running
+        elsewhere on the same client): ``with client.counting() as n: ...; n[0]``."""
+        n = [0]
+        token = _counter.set(n)
+        try:
+            yield n
+        finally:
+            _counter.reset(token)
 
     async def request(self, method: str, path: str, *, verb: str, resource: str, query: Mapping[str, Any] | None = None,
                       body: Any = None, content_type: str | None = None, subject: str | None = None,

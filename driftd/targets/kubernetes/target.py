@@ -8,6 +8,7 @@ runs) -> drifts. revert(): apply.py and prune.py.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -241,9 +242,14 @@ class KubernetesTarget:
 
     async def _check(self, env: EnvironmentSettings, desired: DesiredState, inventory: frozenset[ResourceKey],
                      only: frozenset[Ident] | None) -> TargetResult:
+        # api_calls: this check's own requests, not those of informers sharing the client.
+        with (await self.client()).counting() as calls:
+            result = await self._check_counted(env, desired, inventory, only)
+        return dataclasses.replace(result, api_calls=calls[0])
+
+    async def _check_counted(self, env: EnvironmentSettings, desired: DesiredState,
+                             inventory: frozenset[ResourceKey], only: frozenset[Ident] | None) -> TargetResult:
         ks = self.settings(env)
-        client = await self.client()
-        start = client.requests
         planned, errors, _ = await self.plan(env, desired)
         # Git's own keys too: the loader gives a custom cluster-scoped kind the default namespace
         # (it cannot know its scope), the plan drops it; the inventory holds the loader's keys.
@@ -335,7 +341,7 @@ class KubernetesTarget:
         drifts.sort(key=lambda d: (d.key, d.drift))
         errors.extend(self._object_errors(env.name, only, object_errors))
         return TargetResult(TargetKind.KUBERNETES, resources=len(planned), drifts=tuple(drifts),
-                            errors=tuple(sorted(set(errors))), api_calls=client.requests - start)
+                            errors=tuple(sorted(set(errors))))
 
     def _object_errors(self, env: str, only: frozenset[Ident] | None, found: dict[ResourceKey, str]
                        ) -> list[str]:
