@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -31,3 +34,32 @@ alert_outbox_size = Gauge("driftd_alert_outbox_size", "Alerts waiting for delive
 image_update_available = Gauge("driftd_image_update_available",
                                "1 when the environment runs an older version than its image policy's latest",
                                ["environment", "image"], registry=REGISTRY)
+
+
+# Every metric with an ``environment`` label, with its label names in declaration order.
+BY_ENVIRONMENT: tuple[tuple[MetricWrapperBase, tuple[str, ...]], ...] = (
+    (environment_info, ("environment", "mode", "status")),
+    (drifted_resources, ("environment", "target", "kind", "drift")),
+    (managed_resources, ("environment", "target", "kind")),
+    (reverts_total, ("environment", "target", "kind", "result")),
+    (reconcile_duration, ("environment", "target")),
+    (source_revision_info, ("environment", "revision")),
+    (image_update_available, ("environment", "image")),
+)
+
+
+def remove_series(metric: MetricWrapperBase, label_names: tuple[str, ...],
+                  match: Callable[[Mapping[str, str]], bool]) -> int:
+    """Remove every series of ``metric`` whose labels satisfy ``match``; returns how many.
+    (prometheus-client's remove_by_labels is newer than the oldest version driftd accepts.)"""
+    found = {tuple(s.labels[k] for k in label_names)
+             for fam in metric.collect() for s in fam.samples
+             if all(k in s.labels for k in label_names) and match(s.labels)}
+    for values in found:
+        metric.remove(*values)
+    return len(found)
+
+
+def forget_environment(name: str) -> int:
+    """Drop every series of environment ``name`` (it left the config): gauges, counters, histograms."""
+    return sum(remove_series(m, names, lambda labels: labels["environment"] == name) for m, names in BY_ENVIRONMENT)
