@@ -81,6 +81,7 @@ class Worker:
     watch_done: anyio.Event = field(default_factory=anyio.Event)  # set when the watch task has ended
     fetch_error: str | None = None  # the repository's latest fetch failed (set by the repository loop)
     images_wake: anyio.Event = field(default_factory=anyio.Event)
+    done: anyio.Event = field(default_factory=anyio.Event)  # set when the worker's task has ended
 
     def poke(self) -> None:
         self.wake.set()
@@ -224,9 +225,15 @@ class Daemon:
         self.config = new
         self.sources.update(new)
         removed = [n for n in self.workers if n not in {e.name for e in new.environments}]
-        for name in removed:
-            w = self.workers.pop(name)
+        gone = [self.workers.pop(name) for name in removed]
+        for w in gone:
             w.scope.cancel()
+        for w in gone:
+            name = w.settings.name
+            # A pass in flight finishes its shielded reverts and records first; only then are the series
+            # dropped, so nothing it publishes on the way out brings them back.
+            with anyio.move_on_after(self.config.daemon.shutdown_timeout):
+                await w.done.wait()
             forget_metrics(name)
             if self.store is not None:
                 await self.store.close_environment(name, utcnow(), "environment removed from the config")
@@ -295,13 +302,19 @@ class Daemon:
     # --- environments ----------------------------------------------------------------------
 
     async def _worker(self, w: Worker) -> None:
+        try:
+            await self._worker_body(w)
+        finally:
+            w.done.set()
+
+    async def _worker_body(self, w: Worker) -> None:
         env = w.settings
         backoff = Backoff(base=1.0, cap=300.0)
+        since = utcnow() - timedelta(seconds=env.brakes.fight_window)
+        w.rt.history.horizon = env.brakes.fight_window
         store = self.store
         assert store is not None
         assert self.reconciler is not None
-        since = utcnow() - timedelta(seconds=env.brakes.fight_window)
-        w.rt.history.horizon = env.brakes.fight_window
         with w.scope:
             try:
                 w.rt.history.seed(await store.revert_times(env.name, since))

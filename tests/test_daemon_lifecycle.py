@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import signal
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from registry_support import push_image
 
 from tests.daemon_support import DaemonProc, GitRepo, configmap, free_port, wait_for, write_config
 from tests.sandbox import Sandbox
@@ -123,3 +125,52 @@ def test_kill_9_during_a_burst_then_restart_keeps_every_event_exactly_once(sandb
         assert by_id.get(e["id"]) == e
     detected = [e["name"] for e in after if e["event"] == "detected"]
     assert sorted(detected) == sorted(maps), "a drift was recorded twice or lost"
+
+
+def _metrics(d: DaemonProc) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{d.port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def _series(text: str, env: str) -> set[str]:
+    """Metric names with a series labelled ``environment="env"``."""
+    return {line.split("{", 1)[0] for line in text.splitlines()
+            if not line.startswith("#") and f'environment="{env}"' in line}
+
+
+def test_sighup_removing_an_environment_removes_its_metric_series(sandbox: Sandbox, tmp_path: Path) -> None:
+    repo, ns, maps = _prep(sandbox, tmp_path, 2)
+    # One declared ConfigMap that is not live: a drift, so drifted_resources has series too.
+    repo.commit({"k8s/app.yaml": [configmap(m) for m in [*maps, "not-live"]]})
+    reg, image_repo = sandbox.registry, f"t/life-{uuid.uuid4().hex[:6]}"
+    push_image(reg, image_repo, "1.0.0")
+    images = [{"name": "web", "image": f"{reg}/{image_repo}", "semver": ">=1", "action": "report"}]
+    state, port = tmp_path / "state", free_port()
+    cfg = tmp_path / "driftd.toml"
+    regs = [{"host": reg, "insecure": True}]
+    write_config(cfg, sandbox, repo_url=repo.url, state_dir=state, port=port, registries=regs,
+                 envs=[_env("keep", ns, images=images), _env("gone", ns, images=images)])
+    d = DaemonProc(cfg, state, port, tmp_path / "driftd.log").start()
+    expected = {"driftd_environment_info", "driftd_drifted_resources", "driftd_managed_resources",
+                "driftd_source_revision_info", "driftd_image_update_available",
+                "driftd_reconcile_duration_seconds_bucket", "driftd_reconcile_duration_seconds_count",
+                "driftd_reconcile_duration_seconds_sum"}
+    try:
+        d.wait_checked("keep", "gone")
+        for env in ("keep", "gone"):
+            wait_for(lambda env=env: expected <= _series(_metrics(d), env), 20,
+                     lambda env=env: f"series of {env}: {sorted(_series(_metrics(d), env))}")
+        write_config(cfg, sandbox, repo_url=repo.url, state_dir=state, port=port, registries=regs,
+                     envs=[_env("keep", ns, images=images)])
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: set(d.environments()) == {"keep"}, 15, "env gone removed")
+        wait_for(lambda: not _series(_metrics(d), "gone"), 10,
+                 lambda: f"series left for the removed environment: {sorted(_series(_metrics(d), 'gone'))}")
+        time.sleep(3)  # polls and passes go on: nothing brings the removed environment's series back
+        text = _metrics(d)
+        assert _series(text, "gone") == set()
+        assert expected <= _series(text, "keep")
+        assert 'driftd_environment_info{environment="keep"' in text
+    finally:
+        assert d.stop() == 0, d.tail()
+        sandbox.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -31,7 +31,7 @@ import anyio
 from ..config import Config, EnvironmentSettings
 from ..errors import DriftdError
 from ..log import get_logger
-from ..metrics import image_update_available
+from ..metrics import image_update_available, remove_series
 from ..model import DesiredState, Mode
 from ..policy.images import FindingKind, ImageFinding, ImagePolicy, ImageRef, compile_policy, parse_image_ref
 from ..policy.setters import ImageUpdate, SetterError, apply_setters
@@ -140,6 +140,9 @@ class ImagePoller:
         with count_requests() as n:
             await self._poll(env, desired, now, stats)
         stats.registry_requests = n[0]
+        policies = {s.name for s in env.images}  # a policy removed from the config: its series goes too
+        remove_series(image_update_available, ("environment", "image"),
+                      lambda labels: labels["environment"] == env.name and labels["image"] not in policies)
         for f in stats.findings:
             if f.kind in (FindingKind.TAG_MOVED, FindingKind.DIGEST_MISSING, FindingKind.UPDATE_AVAILABLE,
                           FindingKind.WRITTEN_BACK, FindingKind.WOULD_WRITE_BACK, FindingKind.WRITE_BACK_FAILED):

@@ -313,18 +313,10 @@ def update_metrics(rt: EnvRuntime, report: EnvironmentReport) -> None:
 
 
 def forget_metrics(name: str) -> None:
-    """An environment left the config: drop its series."""
-    old = _last_labels.pop(name, None)
-    if old is None:
-        return
-    for lk in old[0]:
-        metrics.drifted_resources.remove(*lk)
-    for lk in old[1]:
-        metrics.managed_resources.remove(*lk)
-    if old[2] is not None:
-        metrics.environment_info.remove(name, *old[2])
-    if old[3] is not None:
-        metrics.source_revision_info.remove(name, old[3])
+    """An environment left the config: drop every series labelled with it (call once its tasks ended,
+    or a pass finishing late would publish them again)."""
+    _last_labels.pop(name, None)
+    metrics.forget_environment(name)
 
 
 def views_summary(views: Mapping[TargetKind, TargetView]) -> dict[str, object]:
