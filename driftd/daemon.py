@@ -43,6 +43,7 @@ import anyio
 import anyio.abc
 
 from . import metrics
+from .alerting import AlertNotifier
 from .config import Config, EnvironmentSettings, load_config
 from .engine.images import ImagePoller
 from .engine.protocols import ImageFindingListener, ReportListener
@@ -111,6 +112,7 @@ class Daemon:
         self.listeners: list[ReportListener] = []
         self.image_listeners: list[ImageFindingListener] = []
         self.images: ImagePoller | None = None
+        self.notifier: AlertNotifier | None = None
         self.store: StateStore | None = None
         self.reconciler: Reconciler | None = None
         self.repo_scopes: dict[str, anyio.CancelScope] = {}
@@ -154,7 +156,7 @@ class Daemon:
             await self.pool.aclose()
             if self.images is not None:
                 await self.images.aclose()
-            for listener in [*self.listeners, *self.image_listeners]:
+            for listener in dict.fromkeys([*self.listeners, *self.image_listeners]):  # each once
                 close = getattr(listener, "aclose", None)
                 if close is not None:
                     await close()
@@ -163,20 +165,8 @@ class Daemon:
 
     async def _start_faces(self, root: anyio.abc.TaskGroup) -> None:
         """The alerting engineer's pieces, each optional: HTTP server, Alertmanager, systemd."""
-        try:
-            from .alerting import AlertNotifier
-        except ImportError:
-            AlertNotifier = None  # type: ignore[misc,assignment]
-        if AlertNotifier is not None and self.config.alertmanager.urls:
-            notifier = AlertNotifier(self.config.alertmanager, self.config.daemon)
-            self.listeners.append(notifier)
-            root.start_soon(notifier.run)
-            if hasattr(notifier, "image_findings"):
-                self.image_listeners.append(notifier)
-            else:  # until AlertNotifier alerts on images itself: same outbox, delivered by the notifier
-                from .alerting.image_alerts import ImageAlerts
-
-                self.image_listeners.append(ImageAlerts(self.config.alertmanager, self.config.daemon))
+        if self.config.alertmanager.urls:
+            self._start_notifier(root, self.config)
         try:
             from .server import serve
         except ImportError:
@@ -189,6 +179,25 @@ class Daemon:
             return
         self._systemd = systemd.Notifier.from_env()
         root.start_soon(systemd.supervise, self.status, self._systemd)
+
+    def _start_notifier(self, root: anyio.abc.TaskGroup, config: Config) -> AlertNotifier:
+        notifier = self.notifier = AlertNotifier(config.alertmanager, config.daemon)
+        self.listeners.append(notifier)
+        self.image_listeners.append(notifier)
+        if self.reconciler is not None:  # started by a reload: the reconciler holds its own copy of the list
+            self.reconciler.listeners.append(notifier)
+        root.start_soon(notifier.run)
+        return notifier
+
+    async def _reconfigure_alerting(self, new: Config) -> None:
+        """``[alertmanager]`` changed: the running notifier takes the new settings (its outbox, with every
+        open and queued alert, carries over); a first ``urls`` starts one."""
+        if new.alertmanager == self.config.alertmanager and new.daemon.listen == self.config.daemon.listen:
+            return
+        if self.notifier is not None:
+            await self.notifier.reconfigure(new.alertmanager, new.daemon)
+        elif new.alertmanager.urls and self.tg is not None:
+            self._start_notifier(self.tg, new)
 
     def _notify_systemd(self, what: str) -> None:
         n = self._systemd
@@ -217,6 +226,7 @@ class Daemon:
             self._notify_systemd("ready")
             return
         await self.pool.update(new)
+        await self._reconfigure_alerting(new)
         old = self.config
         if self.images is not None and (old.registries, old.aws_accounts, old.repositories, old.daemon) != \
                 (new.registries, new.aws_accounts, new.repositories, new.daemon):

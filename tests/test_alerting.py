@@ -14,6 +14,7 @@ from driftd.alerting.alerts import MAX_DESCRIPTION, drift_alert, error_alert, ob
 from driftd.alerting.client import alerts_endpoint
 from driftd.alerting.outbox import rfc3339
 from driftd.model import REDACTED, Action, Change, ChangeOp, Mode, Status, TargetKind
+from driftd.policy.images import FindingKind, ImageFinding
 from tests.alerting_support import daemon, drift, env, key, report, settings
 
 
@@ -304,3 +305,84 @@ def test_outbox_resolved_while_queued_goes_out_resolved(tmp_path: Path) -> None:
     assert ob.size() == 0
     assert ob.open_alerts() == []
     ob.close()
+
+
+def _finding(e_name: str, kind: FindingKind, policy: str = "web", **kw: Any) -> ImageFinding:
+    return ImageFinding(e_name, policy, "reg.test/team/web", kind, **kw)
+
+
+@pytest.mark.anyio
+async def test_image_findings_open_update_resolve_and_moved_tag_events(tmp_path: Path) -> None:
+    n, c, clock = notifier(tmp_path, urls=("http://am1",), resend=60.0)
+    e = env()
+    await n.image_findings(e, [_finding(e.name, FindingKind.UPDATE_AVAILABLE, current="1.0.0", latest="1.2.0"),
+                               _finding(e.name, FindingKind.TAG_MOVED, tag="1.0.0", old_digest="sha256:a",
+                                        new_digest="sha256:b"),
+                               _finding(e.name, FindingKind.WOULD_WRITE_BACK, latest="1.2.0")])  # not alerting
+    await n.deliver()
+    by_name = {a["labels"]["alertname"]: a for a in c.sent()}
+    assert set(by_name) == {"DriftdImageUpdateAvailable", "DriftdImageTagMoved"}
+    up = by_name["DriftdImageUpdateAvailable"]
+    assert (up["labels"]["policy"], up["labels"]["image"], up["labels"]["environment"]) == \
+        ("web", "reg.test/team/web", e.name)
+    assert (up["annotations"]["current"], up["annotations"]["latest"]) == ("1.0.0", "1.2.0")
+    assert by_name["DriftdImageTagMoved"]["labels"]["severity"] == "critical"
+    assert by_name["DriftdImageTagMoved"]["labels"]["tag"] == "1.0.0"
+    # A newer version is the same alert, updated; a failed poll of the policy resolves nothing.
+    c.posts.clear()
+    clock.t += 5
+    await n.image_findings(e, [_finding(e.name, FindingKind.UPDATE_AVAILABLE, current="1.0.0", latest="1.3.0")])
+    await n.image_findings(e, [_finding(e.name, FindingKind.ERROR, message="registry down")])
+    await n.deliver()
+    (again,) = c.sent()
+    assert again["annotations"]["latest"] == "1.3.0"
+    assert again["startsAt"] == up["startsAt"]
+    # Up to date: the update alert resolves; the moved tag (an event) has expired by then.
+    c.posts.clear()
+    clock.t += 120
+    await n.image_findings(e, [_finding(e.name, FindingKind.UP_TO_DATE, latest="1.3.0")])
+    n._outbox.expire(clock.t)  # type: ignore[union-attr]
+    await n.deliver()
+    assert {a["labels"]["alertname"]: a["endsAt"] <= rfc3339(clock.t) for a in c.sent()} == \
+        {"DriftdImageUpdateAvailable": True, "DriftdImageTagMoved": True}
+    assert n._outbox.open_alerts(e.name) == []  # type: ignore[union-attr]
+    # Observe mode alerts on nothing.
+    c.posts.clear()
+    o = env(mode=Mode.OBSERVE)
+    await n.image_findings(o, [_finding(o.name, FindingKind.UPDATE_AVAILABLE, current="1", latest="2")])
+    await n.deliver()
+    assert c.sent() == []
+    await n.aclose()
+
+
+@pytest.mark.anyio
+async def test_reconfigure_moves_open_and_queued_alerts_to_the_new_urls(tmp_path: Path) -> None:
+    n, c, clock = notifier(tmp_path, urls=("http://old",), resend=60.0)
+    c.down.add("http://old")
+    e = env()
+    await n.environment_checked(e, report(e, drift()))
+    await n.image_findings(e, [_finding(e.name, FindingKind.UPDATE_AVAILABLE, current="1", latest="2")])
+    await n.deliver()  # old is down: both stay queued
+    assert c.sent() == []
+    assert n.outbox_size() == 2
+    opened = {a.alert.name: a.starts_at for a in n._outbox.open_alerts(e.name)}  # type: ignore[union-attr]
+    clock.t += 30
+    await n.reconfigure(settings(("http://new1", "http://new2"), resend=10.0), daemon(tmp_path))
+    await n.deliver()
+    for url in ("http://new1", "http://new2"):
+        got = {a["labels"]["alertname"]: a["startsAt"] for a in c.sent(url)}
+        assert got == {k: rfc3339(v) for k, v in opened.items()}  # the same alerts, not new ones
+    assert c.sent("http://old") == []
+    assert n.outbox_size() == 0  # nothing left queued for the removed URL
+    # The new resend_interval applies.
+    c.posts.clear()
+    clock.t += 11
+    await n.environment_checked(e, report(e, drift()))
+    await n.deliver()
+    assert len(c.sent("http://new1")) == 1
+    # And the outbox survives a restart with the new URLs.
+    await n.aclose()
+    n2 = AlertNotifier(settings(("http://new1", "http://new2")), daemon(tmp_path), clock=clock,
+                       client=c)  # type: ignore[arg-type]
+    assert {a.alert.name for a in n2._outbox.open_alerts(e.name)} == set(opened)  # type: ignore[union-attr]
+    await n2.aclose()

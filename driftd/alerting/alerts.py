@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from ..config import EnvironmentSettings
 from ..model import Action, ChangeOp, Drift, EnvironmentReport, Mode, ResourceKey
+from ..policy.images import FindingKind, ImageFinding
 from ..redact import redact_drift
 
 MAX_DESCRIPTION = 2000  # Alertmanager keeps annotations in memory and receivers truncate anyway
@@ -27,6 +28,22 @@ class AlertName(StrEnum):
     DRIFT_REVERTED = "DriftReverted"
     ENVIRONMENT_ERROR = "DriftdEnvironmentError"
     SAFETY_BRAKE = "DriftdSafetyBrake"
+    IMAGE_UPDATE_AVAILABLE = "DriftdImageUpdateAvailable"
+    IMAGE_TAG_MOVED = "DriftdImageTagMoved"
+    IMAGE_DIGEST_MISSING = "DriftdImageDigestMissing"
+    IMAGE_WRITE_BACK_FAILED = "DriftdImageWriteBackFailed"
+
+
+# The image findings that alert (ImageFinding.alerting), and the alert each one opens.
+IMAGE_ALERTS: Mapping[FindingKind, AlertName] = {
+    FindingKind.UPDATE_AVAILABLE: AlertName.IMAGE_UPDATE_AVAILABLE,
+    FindingKind.TAG_MOVED: AlertName.IMAGE_TAG_MOVED,
+    FindingKind.DIGEST_MISSING: AlertName.IMAGE_DIGEST_MISSING,
+    FindingKind.WRITE_BACK_FAILED: AlertName.IMAGE_WRITE_BACK_FAILED,
+}
+# Image alerts that are states (open while polls report them); a moved tag is an event.
+IMAGE_STATES: tuple[AlertName, ...] = (AlertName.IMAGE_UPDATE_AVAILABLE, AlertName.IMAGE_DIGEST_MISSING,
+                                       AlertName.IMAGE_WRITE_BACK_FAILED)
 
 
 @dataclass(frozen=True)
@@ -126,6 +143,32 @@ def brake_alert(env: EnvironmentSettings, brake: str, detail: str, key: Resource
         "description": _clip(detail, MAX_DESCRIPTION),
     }
     return Alert(labels, annotations, url)
+
+
+def image_alert(env: EnvironmentSettings, f: ImageFinding, base_url: str) -> Alert:
+    """Labels identify the alert (environment, policy, image, and the tag for a moved tag); versions go in
+    annotations, so a newer ``latest`` updates the same alert instead of opening another one."""
+    name = IMAGE_ALERTS[f.kind]
+    labels = {"alertname": str(name), "environment": env.name, "policy": f.policy,
+              "severity": "critical" if f.kind is FindingKind.TAG_MOVED else env.severity, "mode": str(env.mode)}
+    if f.image:
+        labels["image"] = f.image
+    if f.kind is FindingKind.TAG_MOVED and f.tag:
+        labels["tag"] = f.tag
+    summary = {
+        FindingKind.UPDATE_AVAILABLE: f"{env.name} runs {f.image}:{f.current or '?'}, policy {f.policy} selects "
+                                      f"{f.latest}",
+        FindingKind.TAG_MOVED: f"tag {f.image}:{f.tag} was moved to another digest",
+        FindingKind.DIGEST_MISSING: f"{f.current} no longer exists in the registry ({env.name})",
+        FindingKind.WRITE_BACK_FAILED: f"driftd could not write {f.policy} {f.latest or ''} back to Git "
+                                       f"for {env.name}",
+    }[f.kind]
+    annotations = {"summary": summary, "description": _clip(f.message or summary, MAX_DESCRIPTION)}
+    for k in ("current", "latest", "old_digest", "new_digest"):
+        v = getattr(f, k)
+        if v:
+            annotations[k] = _clip(str(v), MAX_VALUE)
+    return Alert(labels, annotations, base_url.rstrip("/") + "/api/v1/environments/" + quote(env.name, safe=""))
 
 
 def changed_by(d: Drift) -> str | None:

@@ -1,16 +1,24 @@
-"""AlertNotifier: the engine's ReportListener that keeps Alertmanager's view equal to driftd's.
+"""AlertNotifier: the engine's ReportListener and ImageFindingListener, keeping Alertmanager's view
+equal to driftd's.
 
-The engine tells it about every finished check; it works out which alerts are open for that
-environment, writes the difference to the outbox, and a background task (``run``) delivers the
-outbox to every configured Alertmanager, re-sends open alerts every ``resend_interval`` and
-resolves event alerts whose time is up.
+The engine tells it about every finished check and every image poll; it works out which alerts are
+open for that environment, writes the difference to the outbox, and a background task (``run``)
+delivers the outbox to every configured Alertmanager, re-sends open alerts every ``resend_interval``
+and resolves event alerts whose time is up. ``reconfigure`` applies a reloaded ``[alertmanager]``
+table in place: the outbox (open alerts, their ``startsAt``, what is still queued) carries over.
+
+Image alerts: ``DriftdImageUpdateAvailable``, ``DriftdImageDigestMissing`` and
+``DriftdImageWriteBackFailed`` are states: open while polls keep reporting them (re-sent every
+``resend_interval``), resolved when a poll of that policy no longer does, expiring by themselves if
+polls stop (the environment went into error, say). ``DriftdImageTagMoved`` is an event: notified
+once, then it resolves.
 """
 
 from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -20,7 +28,8 @@ from .. import metrics
 from ..config import AlertmanagerSettings, DaemonSettings, EnvironmentSettings
 from ..log import get_logger
 from ..model import Action, EnvironmentReport, ResourceKey, Status
-from .alerts import AlertName, alerting, brake_alert, drift_alert, error_alert
+from ..policy.images import FindingKind, ImageFinding
+from .alerts import IMAGE_ALERTS, IMAGE_STATES, AlertName, alerting, brake_alert, drift_alert, error_alert, image_alert
 from .client import AlertmanagerClient, AlertmanagerError
 from .outbox import Outbox, Pending
 
@@ -40,7 +49,8 @@ def default_base_url(daemon: DaemonSettings) -> str:
 
 
 class AlertNotifier:
-    """Implements engine.protocols.ReportListener. Start ``run()`` in the daemon's task group."""
+    """Implements engine.protocols.ReportListener and ImageFindingListener. Start ``run()`` in the
+    daemon's task group; call ``reconfigure`` when the config is reloaded."""
 
     def __init__(self, settings: AlertmanagerSettings, daemon: DaemonSettings, *,
                  clock: Callable[[], float] = time.time, client: AlertmanagerClient | None = None,
@@ -49,9 +59,11 @@ class AlertNotifier:
         self.base_url = settings.external_url or default_base_url(daemon)
         self._clock = clock
         self._client = client or AlertmanagerClient(settings.timeout)
+        self._own_client = client is None
+        self._outbox_path = outbox_path or daemon.state_dir / OUTBOX_FILE
         self._outbox: Outbox | None = None
         if settings.urls:
-            self._outbox = Outbox(outbox_path or daemon.state_dir / OUTBOX_FILE, settings.urls)
+            self._outbox = Outbox(self._outbox_path, settings.urls)
         self._error_since: dict[str, tuple[float, EnvironmentSettings, EnvironmentReport]] = {}
         self._wake: anyio.Event | None = None
         self._update_size()
@@ -119,6 +131,61 @@ class AlertNotifier:
             ob.resolve(gone, now)
             log.info("alerting.resolved", env=env.name, alerts=len(gone))
 
+    # --- ImageFindingListener -----------------------------------------------------------
+
+    async def image_findings(self, env: EnvironmentSettings, findings: Sequence[ImageFinding]) -> None:
+        if self._outbox is None:
+            return
+        try:
+            self._images(self._outbox, env, findings, self._clock())
+        except Exception:  # a listener must not raise
+            log.exception("alerting.failed", env=env.name, what="images")
+        self._poke()
+
+    def _images(self, ob: Outbox, env: EnvironmentSettings, findings: Sequence[ImageFinding], now: float) -> None:
+        resend = self.settings.resend_interval
+        mine = ob.open_alerts(env.name, [str(n) for n in IMAGE_ALERTS.values()])
+        if not alerting(env):
+            ob.resolve([a.fingerprint for a in mine], now)
+            return
+        ttl = max(2 * resend, 3 * env.interval)
+        live: set[str] = set()
+        # Policies read this time: what a failed poll could not see is not resolved.
+        seen = {f.policy for f in findings} - {f.policy for f in findings if f.kind is FindingKind.ERROR}
+        for f in findings:
+            if not f.alerting or f.kind not in IMAGE_ALERTS:
+                continue
+            alert = image_alert(env, f, self.base_url)
+            if f.kind is FindingKind.TAG_MOVED:
+                ob.fire(alert, now, expires_at=now + resend)
+            else:
+                ob.fire(alert, now, expires_at=now + ttl, resend=resend)
+                live.add(alert.fingerprint)
+            log.info("alerting.image", env=env.name, policy=f.policy, kind=str(f.kind))
+        gone = [a.fingerprint for a in mine if a.alert.name in IMAGE_STATES and a.fingerprint not in live
+                and a.alert.labels.get("policy") in seen]
+        if gone:
+            ob.resolve(gone, now)
+
+    # --- reload ----------------------------------------------------------------------------
+
+    async def reconfigure(self, settings: AlertmanagerSettings, daemon: DaemonSettings) -> None:
+        """Apply a reloaded ``[alertmanager]``: new URLs get every open alert, removed ones are
+        forgotten, new intervals and timeouts apply from the next round. The outbox is kept."""
+        old = self.settings
+        self.settings = settings
+        self.base_url = settings.external_url or default_base_url(daemon)
+        if settings.timeout != old.timeout and self._own_client:
+            client, self._client = self._client, AlertmanagerClient(settings.timeout)
+            await client.aclose()
+        if self._outbox is None and settings.urls:
+            self._outbox = Outbox(self._outbox_path, settings.urls)
+        elif self._outbox is not None and tuple(settings.urls) != self._outbox.urls:
+            added, removed = self._outbox.set_urls(settings.urls, self._clock())
+            log.info("alerting.reconfigured", added=list(added), removed=list(removed),
+                     open_alerts=len(self._outbox.open_alerts()))
+        self._poke()
+
     def _error_grace(self, ob: Outbox, now: float) -> None:
         for since, env, report in list(self._error_since.values()):
             if now - since >= self.settings.error_grace:
@@ -130,11 +197,12 @@ class AlertNotifier:
         """Deliver, re-send and expire until cancelled."""
         self._wake = anyio.Event()
         task_status.started()
-        if self._outbox is None:
-            await anyio.sleep_forever()
-        ob = self._outbox
-        assert ob is not None
         while True:
+            ob = self._outbox
+            if ob is None:  # no Alertmanager configured (yet): a reconfigure pokes us
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                continue
             try:
                 now = self._clock()
                 ob.expire(now)

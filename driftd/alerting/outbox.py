@@ -94,6 +94,26 @@ class Outbox:
     def close(self) -> None:
         self._db.close()
 
+    def set_urls(self, urls: Sequence[str], now: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Deliver to ``urls`` from now on (a reload changed ``[alertmanager] urls``); returns (added, removed).
+
+        A removed URL's queue is dropped. An added one is queued every open alert, so it hears about
+        everything driftd has open (with the original ``startsAt``), and not only what changes next.
+        Nothing of the alerts' state is lost: what was waiting for an unreachable old URL goes to the new.
+        """
+        new = tuple(dict.fromkeys(urls))
+        added = tuple(u for u in new if u not in self.urls)
+        removed = tuple(u for u in self.urls if u not in new)
+        with self._tx():
+            for url in removed:
+                self._db.execute("DELETE FROM deliveries WHERE url=?", (url,))
+            for url in added:
+                self._db.execute(
+                    "INSERT INTO deliveries(fp, url, seq, attempts, due) SELECT fp, ?, 0, 0, ? FROM alerts"
+                    " WHERE ends_at IS NULL ON CONFLICT(fp, url) DO NOTHING", (url, now))
+        self.urls = new
+        return added, removed
+
     # --- state ----------------------------------------------------------------------------
 
     def fire(self, alert: Alert, now: float, *, expires_at: float | None = None, resend: float = 0.0) -> bool:
