@@ -244,3 +244,22 @@ def test_architecture_doc_names_every_layer_of_the_import_contract() -> None:
     text = (ROOT / "docs" / "architecture.md").read_text()
     missing = [m.strip() for layer in layers for m in layer.split("|") if m.strip() not in text]
     assert not missing, f"docs/architecture.md does not mention layer modules {missing}"
+
+
+def test_every_alert_name_and_audit_event_kind_is_documented() -> None:
+    """Alert names and event kinds are what operators route and filter on: the docs list every one."""
+    from driftd.alerting.alerts import AlertName
+    from driftd.policy.images import FindingKind
+    from driftd.state import EventKind
+
+    readme = README.read_text()
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    m = re.search(r"^## Alerts\n(.*?)(?=^## )", readme, re.M | re.S)
+    assert m, "README.md has no '## Alerts' section"
+    table = {r.group(1) for r in re.finditer(r"^\| `(\w+)` \|", m.group(1), re.M)}
+    assert table == {str(n) for n in AlertName}
+    assert [str(n) for n in AlertName if f"`{n}`" not in ops] == []
+    assert [str(k) for k in EventKind if f"`{k}`" not in readme] == []
+    recorded = {FindingKind.UPDATE_AVAILABLE, FindingKind.TAG_MOVED, FindingKind.DIGEST_MISSING,
+                FindingKind.WRITTEN_BACK, FindingKind.WOULD_WRITE_BACK, FindingKind.WRITE_BACK_FAILED}
+    assert [str(k) for k in recorded if f"`{k}`" not in readme] == []
