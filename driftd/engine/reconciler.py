@@ -282,6 +282,8 @@ def update_metrics(rt: EnvRuntime, report: EnvironmentReport) -> None:
     drift_counts: dict[tuple[str, ...], int] = {}
     lk: tuple[str, ...]
     for d in report.drifts:
+        if d.action is Action.REVERTED:  # reported once as reverted, but no longer drifted
+            continue
         lk = (name, str(d.key.target), d.key.kind, str(d.drift))
         drift_counts[lk] = drift_counts.get(lk, 0) + 1
     for lk in old_drift - drift_counts.keys():
