@@ -183,6 +183,12 @@ class TargetResult:
     api_calls: int = 0
     # AWS: per resource type, (declared and live in scope, all live in scope): how much of the scope Git covers.
     coverage: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # Inventory keys whose orphan status this pass could not determine (their live read failed):
+    # the engine keeps them in the inventory so a later pass can still report them orphaned.
+    undetermined: frozenset[ResourceKey] = frozenset()
+    # The declared keys as the target names them (None: as the desired state does). Kubernetes: a
+    # custom cluster-scoped object's key without the loader's default namespace (only discovery knows).
+    declared: frozenset[ResourceKey] | None = None
 
 
 @dataclass(frozen=True)
