@@ -206,10 +206,15 @@ class Reconciler:
             brake_events = [AuditEvent(now, env.name, EventKind.BRAKE, b.key, desired.revision,
                                        reason=f"{b.brake}: {b.detail}", actor=self.actor) for b in p.brakes]
             inventory_update = None
-            if keys is None and not result.errors and declared:
-                # Orphans still live stay in the inventory until pruned, so they are not forgotten.
+            if keys is None and declared and rt.desired_error is None:
+                # The inventory is "what the last checked revision declares": a full pass over a desired
+                # state that loaded completely updates it even when some objects' live reads failed
+                # (else objects added meanwhile would never be reported orphaned). Kept besides: old
+                # keys whose orphan status this pass could not determine, and orphans still live
+                # (not forgotten until pruned).
                 still = {d.key for d in final if d.drift is DriftKind.ORPHANED and d.action is not Action.REVERTED}
-                inventory_update = declared | still
+                now_declared = result.declared if result.declared is not None else declared
+                inventory_update = now_declared | result.undetermined | still
             if self.store is not None:
                 out = await self.store.record_pass(env.name, kind, desired.revision, now, final, scope=keys,
                                                    events=brake_events, inventory=inventory_update,

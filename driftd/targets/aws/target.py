@@ -83,14 +83,16 @@ class AwsTarget:
             return TargetResult(target=TargetKind.AWS, resources=0)
         with count_calls() as calls:
             ctx = self._ctx(env, unmanaged=env.aws.unmanaged)
-            drifts, errors, coverage, checked = await self._check(ctx, env, desired, inventory)
+            undetermined: set[ResourceKey] = set()
+            drifts, errors, coverage, checked = await self._check(ctx, env, desired, inventory, undetermined)
             drifts = await self._attribute(env, ctx, drifts)
         self.last_calls = calls
         return TargetResult(target=TargetKind.AWS, resources=checked, drifts=tuple(drifts), errors=tuple(errors),
-                            api_calls=sum(calls.values()), coverage=coverage)
+                            api_calls=sum(calls.values()), coverage=coverage, undetermined=frozenset(undetermined))
 
     async def _check(self, ctx: Ctx, env: EnvironmentSettings, desired: DesiredState,
-                     inventory: frozenset[ResourceKey]) -> tuple[list[Drift], list[str],
+                     inventory: frozenset[ResourceKey], undetermined: set[ResourceKey]
+                     ) -> tuple[list[Drift], list[str],
                                                                  dict[str, tuple[int, int]], int]:
         by_type = _group(desired.aws)
         declared_keys = {d.key for d in desired.aws}
@@ -129,7 +131,7 @@ class AwsTarget:
                 changes = adapter.compare(d, live[pid], ctx.tag_filter)
                 if changes:
                     drifts.append(Drift(key=d.key, drift=DriftKind.MODIFIED, changes=tuple(changes)))
-            orphan_pids = await self._orphans(ctx, adapter, orphans.get(type_name, []), drifts, errors)
+            orphan_pids = await self._orphans(ctx, adapter, orphans.get(type_name, []), drifts, errors, undetermined)
             if decls and env.aws is not None and env.aws.unmanaged and adapter.supports_unmanaged:
                 await self._unmanaged(ctx, adapter, declared_pids | orphan_pids, drifts, errors, coverage)
 
@@ -140,13 +142,14 @@ class AwsTarget:
         return drifts, sorted(errors), coverage, checked
 
     async def _orphans(self, ctx: Ctx, adapter: Adapter, stubs: Sequence[AwsDeclaration], drifts: list[Drift],
-                       errors: list[str]) -> set[str]:
+                       errors: list[str], undetermined: set[ResourceKey]) -> set[str]:
         if not stubs:
             return set()
         try:
             live = await adapter.read(ctx, stubs)
         except DriftdError as e:
             errors.extend(f"{s.key}: unknown: {e}" for s in stubs)
+            undetermined.update(s.key for s in stubs)
             return set()
         pids = set()
         for s in stubs:

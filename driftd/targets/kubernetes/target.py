@@ -263,6 +263,7 @@ class KubernetesTarget:
         extra: list[Scope] = []
         orphans: list[tuple[ResourceKey, ResourceInfo]] = []
         object_errors: dict[ResourceKey, str] = {}
+        undetermined: set[ResourceKey] = set()
         for k in sorted(inventory):
             if k.target is not TargetKind.KUBERNETES or (k.kind, k.namespace, k.name) in declared_names \
                     or (only is not None and _ident(k) not in only and _ident(replace(k, namespace="")) not in only):
@@ -271,6 +272,7 @@ class KubernetesTarget:
                 info = await disc.resolve(k.api_version, k.kind)
             except DriftdError as e:
                 object_errors[k] = f"{k}: cannot tell whether it is orphaned: {e}"
+                undetermined.add(k)
                 continue
             if not info.namespaced and k.namespace:
                 if (k.kind, "", k.name) in declared_names:
@@ -322,6 +324,7 @@ class KubernetesTarget:
             known, live, err = self._lookup(views, info, k.namespace, k.name)
             if not known:
                 object_errors[k] = f"{k}: cannot tell whether it is orphaned: {err}"
+                undetermined.add(k)  # under its real identity: the scope is known
             elif live is not None and not _disabled(live):
                 drifts.append(Drift(k, DriftKind.ORPHANED, mode=env.mode))
         inventory_names = {(k.kind, k.namespace, k.name) for k in inventory}
@@ -341,7 +344,7 @@ class KubernetesTarget:
         drifts.sort(key=lambda d: (d.key, d.drift))
         errors.extend(self._object_errors(env.name, only, object_errors))
         return TargetResult(TargetKind.KUBERNETES, resources=len(planned), drifts=tuple(drifts),
-                            errors=tuple(sorted(set(errors))))
+                            errors=tuple(sorted(set(errors))), undetermined=frozenset(undetermined))
 
     def _object_errors(self, env: str, only: frozenset[Ident] | None, found: dict[ResourceKey, str]
                        ) -> list[str]:
