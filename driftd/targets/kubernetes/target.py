@@ -255,6 +255,11 @@ class KubernetesTarget:
         # (it cannot know its scope), the plan drops it; the inventory holds the loader's keys.
         declared = {p.key for p in planned} | {d.key for d in desired.kubernetes}
         declared_names = {(k.kind, k.namespace, k.name) for k in declared}
+        # For the inventory, the one place scope is known: cluster-scoped keys without the loader's
+        # namespace, so orphans' keys match the cluster's (informer events, the daemon's watched set).
+        planned_src = {p.desired.key for p in planned}
+        declared_out = frozenset({p.key for p in planned}
+                                 | {d.key for d in desired.kubernetes if d.key not in planned_src})
         declared_infos = {p.info for p in planned if p.info.namespaced}
         if only is not None:
             # The desired state's key too: a custom cluster-scoped object's carries a namespace.
@@ -344,7 +349,8 @@ class KubernetesTarget:
         drifts.sort(key=lambda d: (d.key, d.drift))
         errors.extend(self._object_errors(env.name, only, object_errors))
         return TargetResult(TargetKind.KUBERNETES, resources=len(planned), drifts=tuple(drifts),
-                            errors=tuple(sorted(set(errors))), undetermined=frozenset(undetermined))
+                            errors=tuple(sorted(set(errors))), undetermined=frozenset(undetermined),
+                            declared=declared_out)
 
     def _object_errors(self, env: str, only: frozenset[Ident] | None, found: dict[ResourceKey, str]
                        ) -> list[str]:
