@@ -22,18 +22,18 @@ from ...log import get_logger
 from ...model import Action, DesiredState, Drift, DriftKind, ObjectMode, ResourceKey
 from .client import APPLY_PATCH, MERGE_PATCH, ApiError, KubeClient, NotFound
 from .compare import FIELD_MANAGER, Planned, apply_body
+from .ports import ClusterAccess
 from .prune import prune
 
 if TYPE_CHECKING:
     from ...config import EnvironmentSettings
-    from .target import KubernetesTarget
 
 log = get_logger(__name__)
 
 _ORDER = {"Namespace": 0, "CustomResourceDefinition": 1}
 
 
-async def revert(target: KubernetesTarget, env: EnvironmentSettings, desired: DesiredState,
+async def revert(target: ClusterAccess, env: EnvironmentSettings, desired: DesiredState,
                  drifts: Sequence[Drift], *, dry_run: bool = False) -> tuple[Drift, ...]:
     ks = target.settings(env)
     client = await target.client()

@@ -16,10 +16,10 @@ from ...errors import DriftdError
 from ...log import get_logger
 from ...model import Action, DesiredState, Drift
 from .client import NotFound
+from .ports import ClusterAccess
 
 if TYPE_CHECKING:
     from ...config import EnvironmentSettings
-    from .target import KubernetesTarget
 
 log = get_logger(__name__)
 
@@ -37,7 +37,7 @@ def refusal(env: EnvironmentSettings, desired: DesiredState, n_orphans: int) -> 
     return None
 
 
-async def prune(target: KubernetesTarget, env: EnvironmentSettings, desired: DesiredState,
+async def prune(target: ClusterAccess, env: EnvironmentSettings, desired: DesiredState,
                 orphans: Sequence[Drift], *, dry_run: bool = False) -> list[Drift]:
     if not orphans:
         return []
