@@ -61,12 +61,7 @@ def get(obj: Any, pointer: str, default: Any = None) -> Any:
 
 
 def has(obj: Any, pointer: str) -> bool:
-    node = obj
-    for tok in split(pointer):
-        node = _step(node, tok)
-        if node is _MISSING:
-            return False
-    return True
+    return get(obj, pointer, _MISSING) is not _MISSING
 
 
 def _step(node: Any, tok: str) -> Any:
