@@ -184,6 +184,31 @@ def test_git_push_then_dulwich_fetch(sandbox: Sandbox, tmp_path: Path) -> None:
         mirror.close()
 
 
+def test_git_http_needs_the_token_and_serves_git_daemon_repos(sandbox: Sandbox, tmp_path: Path) -> None:
+    if not sandbox.git_http_url:
+        pytest.skip(f"the sandbox in {sandbox.dir} predates git-http; recreate it")
+    name = f"repo-{_uid()}.git"
+    sandbox.new_bare_repo(name)
+    work = tmp_path / "work"
+    work.mkdir()
+    _git("init", "--quiet", "--initial-branch=main", cwd=work)
+    _git("commit", "--quiet", "--allow-empty", "-m", "first", cwd=work)
+    sha = _git("rev-parse", "HEAD", cwd=work)
+    _git("push", "--quiet", sandbox.git_http_repo_url(name, with_credentials=True), "main", cwd=work)
+
+    # Same git_root as the git daemon: pushed over HTTP, visible over git://.
+    assert _git("ls-remote", sandbox.git_repo_url(name), "refs/heads/main", cwd=work).split()[0] == sha
+    env = {"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin"}
+    anonymous = subprocess.run(
+        ["git", "ls-remote", sandbox.git_http_repo_url(name)], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert anonymous.returncode != 0
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(sandbox.git_http_repo_url(name) + "/info/refs?service=git-upload-pack", timeout=10)
+    assert info.value.code == 401
+    info.value.close()
+
+
 # -- Registries ----------------------------------------------------------------------------
 
 

@@ -63,6 +63,11 @@ class Sandbox:
     prometheus_config: str
     # pids at the time this object was loaded (restarts change them; see state.json).
     pids: dict[str, int]
+    # Git over smart HTTP (git http-backend, same git_root) behind basic auth with this user/token;
+    # push works too. "" in a sandbox started before git-http existed (tests skip; recreate it).
+    git_http_url: str = ""
+    git_http_user: str = ""
+    git_http_token: str = ""
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Sandbox:
@@ -71,8 +76,10 @@ class Sandbox:
         if p.is_dir():
             p = p / SANDBOX_JSON
         data: dict[str, Any] = json.loads(p.read_text())
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - data.keys()
+        fields = dataclasses.fields(cls)
+        names = {f.name for f in fields}
+        required = {f.name for f in fields if f.default is dataclasses.MISSING}
+        missing = required - data.keys()
         if missing:
             raise ValueError(f"{p} lacks {sorted(missing)}; recreate the sandbox")
         return cls(**{k: v for k, v in data.items() if k in names})
@@ -139,6 +146,15 @@ class Sandbox:
 
     def git_repo_url(self, name: str) -> str:
         return f"{self.git_url}{name}"
+
+    def git_http_repo_url(self, name: str, *, with_credentials: bool = False) -> str:
+        """http:// URL of git_root/NAME; with_credentials embeds user:token (for the git CLI only)."""
+        if not self.git_http_url:
+            raise RuntimeError(f"the sandbox in {self.dir} predates git-http; recreate it")
+        if not with_credentials:
+            return f"{self.git_http_url}{name}"
+        scheme, rest = self.git_http_url.split("://", 1)
+        return f"{scheme}://{self.git_http_user}:{self.git_http_token}@{rest}{name}"
 
     # -- Registry ---------------------------------------------------------------------
 

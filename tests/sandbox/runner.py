@@ -38,6 +38,7 @@ ORDER = (
     "kube-apiserver",
     "moto",
     "git-daemon",
+    "git-http",
     "registry",
     "registry-auth",
     "webhook",
@@ -47,7 +48,7 @@ ORDER = (
 )
 # Only these names under DIR are ever deleted (when a stopped sandbox is brought up again).
 MANAGED = (
-    SANDBOX_JSON, STATE_JSON, "logs", "pki", "etcd", "kube", "git", "registry", "registry-auth",
+    SANDBOX_JSON, STATE_JSON, "logs", "pki", "etcd", "kube", "git", "git-http", "registry", "registry-auth",
     "alertmanager", "alertmanager2", "prometheus", "alerts-received.jsonl",
 )  # fmt: skip
 GROUP_WAIT, GROUP_INTERVAL, REPEAT_INTERVAL = "1s", "1s", "1h"
@@ -141,7 +142,9 @@ def _which(*names: str) -> str:
 # -- configuration -----------------------------------------------------------------------
 
 
-def _specs(d: Path, kube_bin: Path, ports: dict[str, int], registry_htpasswd: Path) -> dict[str, Spec]:
+def _specs(
+    d: Path, kube_bin: Path, ports: dict[str, int], registry_htpasswd: Path, git_http_creds: Path
+) -> dict[str, Spec]:
     logs = d / "logs"
 
     def log(name: str) -> str:
@@ -226,6 +229,13 @@ def _specs(d: Path, kube_bin: Path, ports: dict[str, int], registry_htpasswd: Pa
         ],  # fmt: skip
         log("git-daemon"),
         Probe("tcp", port=ports["git"]),
+    )
+    # Smart HTTP (git http-backend as CGI) behind basic auth; a request without the token gets 401.
+    specs["git-http"] = Spec(
+        "git-http",
+        [sys.executable, str(HERE / "githttp.py"), str(ports["git-http"]), str(git_root), str(git_http_creds)],
+        log("git-http"),
+        http(ports["git-http"], "/", ok=(401,)),
     )
     registry_bin = _which("docker-registry", "registry")
     for name, htpasswd in (("registry", None), ("registry-auth", registry_htpasswd)):
@@ -397,7 +407,7 @@ def up(directory: str | os.PathLike[str], log: Any = sys.stderr) -> Sandbox:
         ports = {
             n: free_port()
             for n in (
-                "etcd", "etcd-peer", "kube", "moto", "git", "registry", "registry-auth", "webhook",
+                "etcd", "etcd-peer", "kube", "moto", "git", "git-http", "registry", "registry-auth", "webhook",
                 "alertmanager", "alertmanager2", "prometheus",
             )
         }  # fmt: skip
@@ -405,8 +415,13 @@ def up(directory: str | os.PathLike[str], log: Any = sys.stderr) -> Sandbox:
         htpasswd = d / "registry-auth" / "htpasswd"
         htpasswd.parent.mkdir(parents=True)
         htpasswd.write_text(f"{user}:{bcrypt_hash(password)}\n")
+        git_http_user, git_http_token = "driftd-git", os.urandom(16).hex()
+        git_http_creds = d / "git-http" / "credentials"
+        git_http_creds.parent.mkdir(parents=True)
+        git_http_creds.touch(mode=0o600)
+        git_http_creds.write_text(f"{git_http_user}:{git_http_token}\n")
         state = State(d)
-        state.specs = _specs(d, kube_bin, ports, htpasswd)
+        state.specs = _specs(d, kube_bin, ports, htpasswd, git_http_creds)
         try:
             # Everything but the apiserver starts while the PKI is generated.
             others = [n for n in ORDER if n != "kube-apiserver"]
@@ -452,6 +467,9 @@ def up(directory: str | os.PathLike[str], log: Any = sys.stderr) -> Sandbox:
             "aws_secret_access_key": "testing",
             "git_root": str(d / "git"),
             "git_url": f"git://127.0.0.1:{ports['git']}/",
+            "git_http_url": f"http://127.0.0.1:{ports['git-http']}/",
+            "git_http_user": git_http_user,
+            "git_http_token": git_http_token,
             "registry": f"127.0.0.1:{ports['registry']}",
             "registry_auth": f"127.0.0.1:{ports['registry-auth']}",
             "registry_user": user,
