@@ -45,6 +45,8 @@ import anyio.to_thread
 from dulwich.client import (
     GitClient,
     HttpGitClient,
+    HTTPProxyUnauthorized,
+    HTTPUnauthorized,
     SSHGitClient,
     SubprocessSSHVendor,
     TCPGitClient,
@@ -226,6 +228,9 @@ class RepositoryCache:
 
         try:
             client.fetch(path, repo, determine_wants=determine_wants, ref_prefix=[_HEADS])
+        except (HTTPUnauthorized, HTTPProxyUnauthorized) as e:
+            # Not retryable: the same credentials get the same answer until someone fixes them.
+            raise SourceError(self._unauthorized(e), subject=self.subject, retryable=False) from e
         except (GitProtocolError, HangupException, NotGitRepository, OSError, ValueError, KeyError) as e:
             raise SourceError(f"cannot fetch: {_reason(e)}", subject=self.subject) from e
         finally:
@@ -237,6 +242,16 @@ class RepositoryCache:
             raise SourceError(f"fetch incomplete: no commit for branch(es) {', '.join(sorted(missing))}",
                               subject=self.subject)
         return heads
+
+    def _unauthorized(self, e: HTTPUnauthorized | HTTPProxyUnauthorized) -> str:
+        if isinstance(e, HTTPProxyUnauthorized):
+            return "the HTTP proxy refused the request (407 Proxy Authentication Required)"
+        s = self.settings
+        if s.token_file is None:
+            return "the server requires authentication (HTTP 401); set token_file (and username if needed)"
+        user = s.username or "x-access-token"
+        return (f"the server rejected the credentials (HTTP 401): username {user!r} with the token from "
+                f"{s.token_file}; check that the token is valid and has read access")
 
     def _write_refs(self, repo: Repo, heads: Mapping[str, str]) -> None:
         local = _local_heads(repo)
@@ -257,7 +272,7 @@ class RepositoryCache:
                 username = (s.username or "x-access-token") if password is not None else s.username
                 parts = urlsplit(url)
                 base = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
-                return HttpGitClient(base, username=username, password=password, timeout=timeout), parts.path
+                return _ClosingHttpGitClient(base, username=username, password=password, timeout=timeout), parts.path
             if url.startswith("git://"):
                 parts = urlsplit(url)
                 tcp = _TimeoutTCPGitClient(parts.hostname or "localhost", port=parts.port)
@@ -406,6 +421,32 @@ class _TimeoutTCPGitClient(TCPGitClient):
             with contextlib.suppress(Exception):
                 proto.close()
         self._opened = []
+        super().close()
+
+
+class _ClosingHttpGitClient(HttpGitClient):
+    """http(s) whose close() really closes: dulwich raises on 401/404 without releasing the
+    response (its socket stays open until garbage collection) and never clears its pool."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._responses: list[Any] = []
+        request = self.pool_manager.request
+
+        def tracked(*a: Any, **kw: Any) -> Any:
+            resp = request(*a, **kw)
+            self._responses.append(resp)
+            return resp
+
+        self.pool_manager.request = tracked  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        for resp in self._responses:
+            with contextlib.suppress(Exception):
+                resp.close()
+        self._responses = []
+        with contextlib.suppress(Exception):
+            self.pool_manager.clear()
         super().close()
 
 
