@@ -182,4 +182,5 @@ async def test_missing_repository_over_http(sb: Sandbox, tmp_path: Path) -> None
         await cache.fetch()
 
     assert "does-not-exist.git" in str(info.value)
+    assert "no Git repository at this URL (HTTP 404)" in str(info.value)
     assert sb.git_http_token not in str(info.value)

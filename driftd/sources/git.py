@@ -511,5 +511,7 @@ def _reason(e: BaseException) -> str:
         text = "connection refused"
     elif isinstance(e, TimeoutError):
         text = "timed out"
+    elif isinstance(e, NotGitRepository) and text == type(e).__name__:
+        text = "no Git repository at this URL (HTTP 404)"  # dulwich's http client raises it bare
     # Never echo credentials that a library put into a message.
     return re.sub(r"://[^/@\s]+@", "://", text)
