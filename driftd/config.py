@@ -501,6 +501,11 @@ class _Reader:
         t = self.table(raw, k, {"name", "url", "poll_interval", "timeout", "token_file", "username",
                                 "ssh_key_file", "known_hosts_file"})
         url = self.s(t, k, "url") or ""
+        if re.match(r"^[a-z+]+://[^/@\s]*:[^/@\s]*@", url):
+            # A secret in the URL would end up in logs and error messages; it belongs in a file.
+            self.err(f"{k}.url", "the URL carries a password or token; remove it from the URL and put the token "
+                     "in token_file (and the user in username)")
+            url = re.sub(r"://[^/@\s]*@", "://", url)
         if url and not (re.match(r"^(https?|git|ssh|file)://", url) or url.startswith(("/", "./", "../", "~"))
                         or re.match(r"^[\w.-]+@[\w.-]+:", url)):
             self.err(f"{k}.url", f"expected an http(s)://, git://, ssh://, file:// URL or a local path, found {url!r}")

@@ -115,5 +115,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Client libraries log request bodies at debug level; keep them quiet.
-    for noisy in ("botocore", "aiobotocore", "urllib3", "kubernetes_asyncio", "dulwich", "asyncio"):
+    for noisy in ("botocore", "aiobotocore", "kubernetes_asyncio", "dulwich", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # urllib3 (under dulwich's HTTP client) logs each retry with the request URL; driftd reports the failure itself.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)

@@ -65,6 +65,8 @@ MALFORMED = [
      "environments[0].kubernetes.prune_max_fraction", "expected a number between 0 and 1"),
     ("unknown-cluster", BASE + ENV.replace('cluster = "c"', 'cluster = "d"'), "environments[0].kubernetes.cluster",
      "no [[clusters]] named 'd'"),
+    ("token-in-url", BASE.replace("https://git.example.com", "https://bot:s3cr3t@git.example.com") + ENV,
+     "repositories[0].url", "the URL carries a password or token"),
     ("wrong-type", BASE + ENV.replace('branch = "prod"', 'branch = "prod"\ndry_run = "yes"'),
      "environments[0].dry_run", "expected true or false, found a string 'yes'"),
 ]
@@ -127,3 +129,12 @@ def test_durations(text, seconds):
 def test_bad_duration_message():
     with pytest.raises(ValueError, match="expected a duration such as 30s, 5m, 1h30m or 7d, found '5 min'"):
         parse_duration("5 min")
+
+
+def test_a_token_in_a_repository_url_is_refused_without_echoing_it(tmp_path, capsys):
+    cfg = tmp_path / "leak.toml"
+    cfg.write_text(BASE.replace("https://git.example.com", "ftp://bot:s3cr3t@git.example.com") + ENV)
+    assert main(["validate", "--config-only", "-c", str(cfg)]) == 2
+    out = capsys.readouterr()
+    assert "the URL carries a password or token" in out.err
+    assert "s3cr3t" not in out.err + out.out
