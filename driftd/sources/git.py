@@ -232,8 +232,15 @@ class RepositoryCache:
             # Not retryable: the same credentials get the same answer until someone fixes them.
             raise SourceError(self._unauthorized(e), subject=self.subject, retryable=False) from e
         except (GitProtocolError, HangupException, NotGitRepository, OSError, ValueError, KeyError) as e:
+            refused = self._ssh_refused(_reason(e)) if isinstance(client, SSHGitClient) else None
+            if refused is not None:
+                # Not retryable either: the same key / known_hosts get the same answer.
+                raise SourceError(refused, subject=self.subject, retryable=False) from e
             raise SourceError(f"cannot fetch: {_reason(e)}", subject=self.subject) from e
         finally:
+            vendor = getattr(client, "ssh_vendor", None)
+            if isinstance(vendor, _ClosingSSHVendor):
+                vendor.close_all()
             close = getattr(client, "close", None)
             if close is not None:
                 close()
@@ -252,6 +259,21 @@ class RepositoryCache:
         user = s.username or "x-access-token"
         return (f"the server rejected the credentials (HTTP 401): username {user!r} with the token from "
                 f"{s.token_file}; check that the token is valid and has read access")
+
+    def _ssh_refused(self, reason: str) -> str | None:
+        """A clear message when ssh itself refused (authentication, host key), else None."""
+        s = self.settings
+        low = reason.lower()
+        if "host key verification failed" in low or "remote host identification has changed" in low:
+            where = f"in {s.known_hosts_file}" if s.known_hosts_file else "in the default known_hosts"
+            changed = "has CHANGED from the one" if "has changed" in low else "is not the one or not"
+            return (f"ssh refused the server: its host key {changed} recorded {where} (strict host key "
+                    f"checking); verify the server's fingerprint, then add its key to that file")
+        if "permission denied (" in low:
+            key = f"the key {s.ssh_key_file}" if s.ssh_key_file else "the default ssh identities"
+            return (f"the SSH server rejected {key} ({_ssh_denial(reason)}); check that its public key "
+                    f"is authorized with read access for this user")
+        return None
 
     def _write_refs(self, repo: Repo, heads: Mapping[str, str]) -> None:
         local = _local_heads(repo)
@@ -288,7 +310,7 @@ class RepositoryCache:
                 client, path = get_transport_and_path(
                     url, key_filename=str(s.ssh_key_file) if s.ssh_key_file else None, ssh_command=shlex.join(ssh))
                 if isinstance(client, SSHGitClient):
-                    client.ssh_vendor = SubprocessSSHVendor()
+                    client.ssh_vendor = _ClosingSSHVendor.install(client)
                 return client, path
             local = url.removeprefix("file://")
             return get_transport_and_path(local)
@@ -448,6 +470,44 @@ class _ClosingHttpGitClient(HttpGitClient):
         with contextlib.suppress(Exception):
             self.pool_manager.clear()
         super().close()
+
+
+class _ClosingSSHVendor(SubprocessSSHVendor):
+    """The system ssh client, whose processes and pipes are closed after the fetch: dulwich leaves
+    them open when ssh fails (refused key or host key), until garbage collection."""
+
+    def __init__(self) -> None:
+        self._opened: list[Any] = []  # dulwich Protocols first, then the ssh connections under them
+
+    @classmethod
+    def install(cls, client: SSHGitClient) -> _ClosingSSHVendor:
+        vendor = cls()
+        connect = client._connect
+
+        def tracked(*args: Any, **kwargs: Any) -> Any:
+            proto, can_read, stderr = connect(*args, **kwargs)
+            vendor._opened.insert(0, proto)
+            return proto, can_read, stderr
+
+        client._connect = tracked  # type: ignore[method-assign]
+        return vendor
+
+    def run_command(self, *args: Any, **kwargs: Any) -> Any:
+        con = super().run_command(*args, **kwargs)
+        self._opened.append(con)
+        return con
+
+    def close_all(self) -> None:
+        for con in self._opened:
+            with contextlib.suppress(Exception):
+                con.close()
+        self._opened = []
+
+
+def _ssh_denial(reason: str) -> str:
+    """'Permission denied (publickey)' out of ssh's 'user@host: Permission denied (publickey).'"""
+    m = re.search(r"permission denied \([^)]*\)", reason, re.IGNORECASE)
+    return m.group(0) if m else "permission denied"
 
 
 def _tree_at(repo: Repo, commit: str, path: str, subject: str) -> str | None:
