@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import time
 from collections.abc import Callable
@@ -68,6 +69,12 @@ class Sandbox:
     git_http_url: str = ""
     git_http_user: str = ""
     git_http_token: str = ""
+    # Git over SSH (asyncssh; only git-upload-pack/git-receive-pack, same git_root): the one
+    # authorized client key (ed25519, mode 0600) and a known_hosts holding the server's host key.
+    # "" in a sandbox started before git-ssh existed (tests skip; recreate it).
+    git_ssh_url: str = ""
+    git_ssh_key: str = ""
+    git_ssh_known_hosts: str = ""
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Sandbox:
@@ -155,6 +162,19 @@ class Sandbox:
             return f"{self.git_http_url}{name}"
         scheme, rest = self.git_http_url.split("://", 1)
         return f"{scheme}://{self.git_http_user}:{self.git_http_token}@{rest}{name}"
+
+    def git_ssh_repo_url(self, name: str) -> str:
+        """ssh:// URL of git_root/NAME (authenticate with git_ssh_key, verify with git_ssh_known_hosts)."""
+        if not self.git_ssh_url:
+            raise RuntimeError(f"the sandbox in {self.dir} predates git-ssh; recreate it")
+        return f"{self.git_ssh_url}{name}"
+
+    def git_ssh_command(self, key: str | None = None, known_hosts: str | None = None) -> str:
+        """A GIT_SSH_COMMAND for the git CLI (push/clone over git_ssh_url), strict host checking."""
+        return shlex.join([
+            "ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", key or self.git_ssh_key,
+            "-o", f"UserKnownHostsFile={known_hosts or self.git_ssh_known_hosts}", "-o", "StrictHostKeyChecking=yes",
+        ])  # fmt: skip
 
     # -- Registry ---------------------------------------------------------------------
 

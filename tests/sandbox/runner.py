@@ -39,6 +39,7 @@ ORDER = (
     "moto",
     "git-daemon",
     "git-http",
+    "git-ssh",
     "registry",
     "registry-auth",
     "webhook",
@@ -48,7 +49,7 @@ ORDER = (
 )
 # Only these names under DIR are ever deleted (when a stopped sandbox is brought up again).
 MANAGED = (
-    SANDBOX_JSON, STATE_JSON, "logs", "pki", "etcd", "kube", "git", "git-http", "registry", "registry-auth",
+    SANDBOX_JSON, STATE_JSON, "logs", "pki", "etcd", "kube", "git", "git-http", "git-ssh", "registry", "registry-auth",
     "alertmanager", "alertmanager2", "prometheus", "alerts-received.jsonl",
 )  # fmt: skip
 GROUP_WAIT, GROUP_INTERVAL, REPEAT_INTERVAL = "1s", "1s", "1h"
@@ -237,6 +238,13 @@ def _specs(
         log("git-http"),
         http(ports["git-http"], "/", ok=(401,)),
     )
+    # SSH (asyncssh, public key only) running git-upload-pack/receive-pack under git_root; keys from up().
+    specs["git-ssh"] = Spec(
+        "git-ssh",
+        [sys.executable, str(HERE / "gitssh.py"), str(ports["git-ssh"]), str(git_root), str(d / "git-ssh")],
+        log("git-ssh"),
+        Probe("tcp", port=ports["git-ssh"]),
+    )
     registry_bin = _which("docker-registry", "registry")
     for name, htpasswd in (("registry", None), ("registry-auth", registry_htpasswd)):
         rd = d / name
@@ -407,8 +415,8 @@ def up(directory: str | os.PathLike[str], log: Any = sys.stderr) -> Sandbox:
         ports = {
             n: free_port()
             for n in (
-                "etcd", "etcd-peer", "kube", "moto", "git", "git-http", "registry", "registry-auth", "webhook",
-                "alertmanager", "alertmanager2", "prometheus",
+                "etcd", "etcd-peer", "kube", "moto", "git", "git-http", "git-ssh", "registry", "registry-auth",
+                "webhook", "alertmanager", "alertmanager2", "prometheus",
             )
         }  # fmt: skip
         user, password = "driftd", os.urandom(12).hex()
@@ -420,6 +428,9 @@ def up(directory: str | os.PathLike[str], log: Any = sys.stderr) -> Sandbox:
         git_http_creds.parent.mkdir(parents=True)
         git_http_creds.touch(mode=0o600)
         git_http_creds.write_text(f"{git_http_user}:{git_http_token}\n")
+        from .gitssh import make_keys  # imports asyncssh (0.4s): only when a sandbox starts
+
+        git_ssh_key, git_ssh_known_hosts = make_keys(d / "git-ssh", ports["git-ssh"])
         state = State(d)
         state.specs = _specs(d, kube_bin, ports, htpasswd, git_http_creds)
         try:
@@ -470,6 +481,9 @@ def up(directory: str | os.PathLike[str], log: Any = sys.stderr) -> Sandbox:
             "git_http_url": f"http://127.0.0.1:{ports['git-http']}/",
             "git_http_user": git_http_user,
             "git_http_token": git_http_token,
+            "git_ssh_url": f"ssh://driftd@127.0.0.1:{ports['git-ssh']}/",
+            "git_ssh_key": str(git_ssh_key),
+            "git_ssh_known_hosts": str(git_ssh_known_hosts),
             "registry": f"127.0.0.1:{ports['registry']}",
             "registry_auth": f"127.0.0.1:{ports['registry-auth']}",
             "registry_user": user,
