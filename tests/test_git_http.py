@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 from driftd.config import RepositorySettings
 from driftd.errors import SourceError
 from driftd.sources.git import RepositoryCache
+from tests.git_support import git, remote_heads, repo_with_branches
 from tests.sandbox import Sandbox
 from tests.sandbox.procs import free_port
 
@@ -30,36 +29,11 @@ def sb(sandbox: Sandbox) -> Sandbox:
     return sandbox
 
 
-def _git(*args: str, cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_TERMINAL_PROMPT": "0",
-    }
-    out = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
-    if out.returncode:
-        raise AssertionError(f"git {shlex.join(args)}: {out.stderr}")
-    return out.stdout.strip()
-
-
 def _repo_with_branches(sb: Sandbox, tmp_path: Path, branches: int) -> tuple[str, Path]:
     """A repository on the server with `main` plus env-0..env-N, pushed over authenticated HTTP."""
-    name = f"http-{uuid.uuid4().hex[:8]}.git"
-    sb.new_bare_repo(name)
-    work = tmp_path / "work"
-    _git("init", "--quiet", "--initial-branch=main", str(work), cwd=tmp_path)
-    (work / "apps").mkdir()
-    (work / "apps" / "cm.yaml").write_text("kind: ConfigMap\n")
-    _git("add", "-A", cwd=work)
-    _git("commit", "--quiet", "-m", "first", cwd=work)
-    for i in range(branches):
-        _git("branch", f"env-{i}", cwd=work)
-    _git("remote", "add", "origin", sb.git_http_repo_url(name, with_credentials=True), cwd=work)
-    _git("push", "--quiet", "origin", "--all", cwd=work)
-    return name, work
+    return repo_with_branches(
+        sb, tmp_path, branches, prefix="http", push_url=lambda name: sb.git_http_repo_url(name, with_credentials=True)
+    )
 
 
 def _token_file(tmp_path: Path, token: str, name: str = "token") -> Path:
@@ -76,11 +50,6 @@ def _cache(sb: Sandbox, name: str, tmp_path: Path, token_file: Path | None, user
     return RepositoryCache(settings, tmp_path / "state")
 
 
-def _remote_heads(work: Path) -> dict[str, str]:
-    out = _git("for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads", cwd=work)
-    return dict(line.split() for line in out.splitlines())
-
-
 @pytest.mark.anyio
 async def test_fetches_many_branches_with_token_file(sb: Sandbox, tmp_path: Path) -> None:
     name, work = _repo_with_branches(sb, tmp_path, branches=40)
@@ -88,7 +57,7 @@ async def test_fetches_many_branches_with_token_file(sb: Sandbox, tmp_path: Path
 
     result = await cache.fetch()
 
-    assert dict(result.heads) == _remote_heads(work)
+    assert dict(result.heads) == remote_heads(work)
     assert len(result.heads) == 41
     assert result.bytes_received > 0
     snap = await cache.read_tree(cache.resolve("env-7"), "apps")
@@ -101,17 +70,17 @@ async def test_new_commit_is_fetched_incrementally(sb: Sandbox, tmp_path: Path) 
     # Enough history that a full re-transfer would be visibly larger than one new commit.
     for i in range(20):
         (work / "apps" / f"f{i}.yaml").write_bytes(os.urandom(2000).hex().encode())
-        _git("add", "-A", cwd=work)
-        _git("commit", "--quiet", "-m", f"c{i}", cwd=work)
-    _git("push", "--quiet", "--force", "origin", "main", cwd=work)
+        git("add", "-A", cwd=work)
+        git("commit", "--quiet", "-m", f"c{i}", cwd=work)
+    git("push", "--quiet", "--force", "origin", "main", cwd=work)
     cache = _cache(sb, name, tmp_path, _token_file(tmp_path, sb.git_http_token), sb.git_http_user)
     first = await cache.fetch()
 
-    _git("checkout", "--quiet", "env-3", cwd=work)
+    git("checkout", "--quiet", "env-3", cwd=work)
     (work / "apps" / "cm.yaml").write_text("kind: ConfigMap\nchanged: true\n")
-    _git("commit", "--quiet", "-am", "change env-3", cwd=work)
-    _git("push", "--quiet", "origin", "env-3", ":env-4", cwd=work)
-    new_sha = _git("rev-parse", "HEAD", cwd=work)
+    git("commit", "--quiet", "-am", "change env-3", cwd=work)
+    git("push", "--quiet", "origin", "env-3", ":env-4", cwd=work)
+    new_sha = git("rev-parse", "HEAD", cwd=work).stdout.strip()
 
     second = await cache.fetch()
 

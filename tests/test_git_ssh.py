@@ -3,10 +3,8 @@ running git-upload-pack, driven by the system ssh client through dulwich's subpr
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
-import uuid
 from pathlib import Path
 
 import asyncssh
@@ -15,6 +13,7 @@ import pytest
 from driftd.config import RepositorySettings
 from driftd.errors import SourceError
 from driftd.sources.git import RepositoryCache
+from tests.git_support import git, remote_heads, repo_with_branches
 from tests.sandbox import Sandbox
 
 BRANCHES = 40
@@ -32,43 +31,11 @@ def sb(sandbox: Sandbox) -> Sandbox:
     return sandbox
 
 
-def _git(*args: str, cwd: Path, ssh_command: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_TERMINAL_PROMPT": "0",
-    }
-    if ssh_command:
-        env["GIT_SSH_COMMAND"] = ssh_command
-    out = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
-    if check and out.returncode:
-        raise AssertionError(f"git {shlex.join(args)}: {out.stderr}")
-    return out
-
-
 def _repo_with_branches(sb: Sandbox, tmp_path: Path, branches: int) -> tuple[str, Path]:
     """A repository with `main` plus env-0..env-N, pushed over ssh:// with the sandbox's key."""
-    name = f"ssh-{uuid.uuid4().hex[:8]}.git"
-    sb.new_bare_repo(name)
-    work = tmp_path / "work"
-    _git("init", "--quiet", "--initial-branch=main", str(work), cwd=tmp_path)
-    (work / "apps").mkdir()
-    (work / "apps" / "cm.yaml").write_text("kind: ConfigMap\n")
-    _git("add", "-A", cwd=work)
-    _git("commit", "--quiet", "-m", "first", cwd=work)
-    for i in range(branches):
-        _git("branch", f"env-{i}", cwd=work)
-    _git("remote", "add", "origin", sb.git_ssh_repo_url(name), cwd=work)
-    _git("push", "--quiet", "origin", "--all", cwd=work, ssh_command=sb.git_ssh_command())
-    return name, work
-
-
-def _remote_heads(work: Path) -> dict[str, str]:
-    out = _git("for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads", cwd=work).stdout.strip()
-    return dict(line.split(" ", 1) for line in out.splitlines())
+    return repo_with_branches(
+        sb, tmp_path, branches, prefix="ssh", push_url=sb.git_ssh_repo_url, ssh_command=sb.git_ssh_command()
+    )
 
 
 def _cache(sb: Sandbox, name: str, tmp_path: Path, key: str | Path, known_hosts: str | Path) -> RepositoryCache:
@@ -106,7 +73,7 @@ async def test_fetches_every_branch_then_a_new_commit_incrementally(sb: Sandbox,
     cache = _cache(sb, name, tmp_path, sb.git_ssh_key, sb.git_ssh_known_hosts)
 
     first = await cache.fetch()
-    expected = _remote_heads(work)
+    expected = remote_heads(work)
     assert len(expected) == BRANCHES + 1
     assert dict(first.heads) == expected
     assert set(first.changed) == set(expected)
@@ -114,15 +81,15 @@ async def test_fetches_every_branch_then_a_new_commit_incrementally(sb: Sandbox,
     snap = await cache.read_tree(cache.resolve("env-7"), "apps")
     assert [(f.path, f.data) for f in snap.files] == [("apps/cm.yaml", b"kind: ConfigMap\n")]
 
-    _git("checkout", "--quiet", "env-3", cwd=work)
+    git("checkout", "--quiet", "env-3", cwd=work)
     (work / "apps" / "cm.yaml").write_text("kind: ConfigMap\ndata: {a: b}\n")
-    _git("commit", "--quiet", "-am", "second", cwd=work)
-    _git("push", "--quiet", "origin", "env-3", cwd=work, ssh_command=sb.git_ssh_command())
+    git("commit", "--quiet", "-am", "second", cwd=work)
+    git("push", "--quiet", "origin", "env-3", cwd=work, ssh_command=sb.git_ssh_command())
 
     second = await cache.fetch()
     assert second.changed == ("env-3",)
     assert second.removed == ()
-    assert second.heads["env-3"] == _remote_heads(work)["env-3"] != first.heads["env-3"]
+    assert second.heads["env-3"] == remote_heads(work)["env-3"] != first.heads["env-3"]
     # Only the new commit travelled, not the 41 branches again.
     assert 0 < second.bytes_received < first.bytes_received * 2
     snap = await cache.read_tree(cache.resolve("env-3"), "apps")
@@ -182,5 +149,5 @@ def test_the_server_runs_only_git_commands_inside_git_root(sb: Sandbox, tmp_path
         assert out.returncode == 1, (command, out)
         assert "fatal:" in out.stderr
         assert "root:" not in out.stdout
-    ls = _git("ls-remote", sb.git_ssh_repo_url(name), cwd=tmp_path, ssh_command=sb.git_ssh_command())
+    ls = git("ls-remote", sb.git_ssh_repo_url(name), cwd=tmp_path, ssh_command=sb.git_ssh_command())
     assert "refs/heads/main" in ls.stdout
