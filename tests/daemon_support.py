@@ -28,6 +28,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# A one-replica Deployment `web` as YAML text; tests replace IMAGE with the reference they run.
+WEB_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - {name: web, image: "IMAGE"}
+"""
+
+
 def deployment(name: str, replicas: int = 2, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if annotations:

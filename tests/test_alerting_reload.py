@@ -16,24 +16,10 @@ from typing import Any
 import pytest
 from registry_support import push_image
 
-from tests.daemon_support import DaemonProc, GitRepo, configmap, free_port, wait_for, write_config
+from tests.daemon_support import WEB_DEPLOYMENT, DaemonProc, GitRepo, configmap, free_port, wait_for, write_config
 from tests.sandbox import Sandbox
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
-
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-        - {name: web, image: "IMAGE"}
-"""
 
 
 def am_alerts(am: str, env_name: str) -> list[dict[str, Any]]:
@@ -59,7 +45,7 @@ def test_sighup_with_new_alertmanager_urls_delivers_open_alerts_there(sandbox: S
     git = GitRepo(sandbox, f"amr-{tag}.git", tmp_path / "work")
     # The Deployment is declared but not live: a drift (DriftDetected); it runs 1.0.0 of an image whose
     # policy selects 1.1.0 (DriftdImageUpdateAvailable).
-    git.commit({"k8s/app.yaml": DEPLOYMENT.replace("IMAGE", f"{image}:1.0.0"), "k8s/cm.yaml": configmap("cm")})
+    git.commit({"k8s/app.yaml": WEB_DEPLOYMENT.replace("IMAGE", f"{image}:1.0.0"), "k8s/cm.yaml": configmap("cm")})
     state, port, cfg = tmp_path / "state", free_port(), tmp_path / "driftd.toml"
     dead = f"http://127.0.0.1:{free_port()}"  # an Alertmanager that is not there: alerts wait in the outbox
     kw: dict[str, Any] = {"repo_url": git.url, "state_dir": state, "port": port,

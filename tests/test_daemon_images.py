@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from registry_support import push_image
 
-from tests.daemon_support import DaemonProc, GitRepo, free_port, wait_for, write_config
+from tests.daemon_support import WEB_DEPLOYMENT, DaemonProc, GitRepo, free_port, wait_for, write_config
 from tests.sandbox import Sandbox
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
@@ -22,18 +22,7 @@ kind: ConfigMap
 metadata: {name: versions}
 data: {note: "no workload: image references are read from containers"}
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-        - {name: web, image: "IMAGE"}
-"""
+""" + WEB_DEPLOYMENT
 
 
 def _alerts(sandbox: Sandbox, name: str, env: str, status: str) -> list[dict[str, Any]]:
