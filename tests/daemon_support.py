@@ -226,6 +226,13 @@ class DaemonProc:
         finally:
             c.close()
 
+    def last_event_id(self) -> int:
+        """The newest event's id (0 before any): pass it to `events_after` to read only what follows."""
+        return max((e["id"] for e in self.events()), default=0)
+
+    def events_after(self, before: int, **where: str) -> list[dict[str, Any]]:
+        return [e for e in self.events(**where) if e["id"] > before]
+
     def logs(self) -> list[dict[str, Any]]:
         out = []
         for line in self.log.read_text(errors="replace").splitlines():

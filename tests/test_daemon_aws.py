@@ -96,21 +96,14 @@ def ssh_open(s: Setup, mode: str) -> bool:
     return any(p.get("FromPort") == 22 for p in g["IpPermissions"])
 
 
-def after(s: Setup, before: int, **where: str) -> list[dict]:
-    return [e for e in s.daemon.events(**where) if e["id"] > before]
-
-
-def last_id(s: Setup) -> int:
-    return max((e["id"] for e in s.daemon.events()), default=0)
-
-
 def test_enforce_reverts_an_added_ingress_rule_and_records_it(setup: Setup) -> None:
-    b = last_id(setup)
+    b = setup.daemon.last_event_id()
     setup.sandbox.boto3_client("ec2").authorize_security_group_ingress(GroupId=setup.groups["enforce"],
                                                                       IpPermissions=OPEN_SSH)
     assert ssh_open(setup, "enforce")
     wait_for(lambda: not ssh_open(setup, "enforce"), 30, lambda: f"the rule revoked; log:\n{setup.daemon.tail()}")
-    evs = wait_for(lambda: (e := after(setup, b, env="enforce")) and "resolved" in [x["event"] for x in e] and e,
+    evs = wait_for(lambda: (e := setup.daemon.events_after(b, env="enforce"))
+                   and "resolved" in [x["event"] for x in e] and e,
                    20, "detected, reverted, resolved")
     assert [e["event"] for e in evs][:2] == ["detected", "reverted"]
     assert evs[0]["target"] == "aws"
@@ -125,10 +118,10 @@ def test_enforce_reverts_an_added_ingress_rule_and_records_it(setup: Setup) -> N
 
 
 def test_alert_mode_records_the_rule_and_leaves_it(setup: Setup) -> None:
-    b = last_id(setup)
+    b = setup.daemon.last_event_id()
     setup.sandbox.boto3_client("ec2").authorize_security_group_ingress(GroupId=setup.groups["alert"],
                                                                       IpPermissions=OPEN_SSH)
-    evs = wait_for(lambda: after(setup, b, env="alert", event="detected"), 30,
+    evs = wait_for(lambda: setup.daemon.events_after(b, env="alert", event="detected"), 30,
                    lambda: f"a detected event; log:\n{setup.daemon.tail()}")
     assert evs[0]["name"] == setup.names["alert"]
     assert "0.0.0.0/0" in evs[0]["changes"]
@@ -138,5 +131,5 @@ def test_alert_mode_records_the_rule_and_leaves_it(setup: Setup) -> None:
     assert env["drifts"][0]["action"] == "reported"
     time.sleep(5)  # two more polls
     assert ssh_open(setup, "alert")
-    assert not after(setup, b, env="alert", event="reverted")
-    assert len(after(setup, b, env="alert", event="detected")) == 1  # recorded once, not every poll
+    assert not setup.daemon.events_after(b, env="alert", event="reverted")
+    assert len(setup.daemon.events_after(b, env="alert", event="detected")) == 1  # recorded once, not every poll

@@ -70,25 +70,17 @@ def setup(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             sandbox.kubectl("delete", "namespace", n, "--wait=false", check=False)
 
 
-def last_id(s: Setup) -> int:
-    return max((e["id"] for e in s.daemon.events()), default=0)
-
-
-def after(s: Setup, before: int, **where: str) -> list[dict]:
-    return [e for e in s.daemon.events(**where) if e["id"] > before]
-
-
 def test_drift_storm_holds_enforcement(setup: Setup) -> None:
-    b = last_id(setup)
+    b = setup.daemon.last_event_id()
     # One command changing four of six objects at once, like a restored backup would.
     setup.sandbox.kubectl("label", "configmap", "-n", setup.ns["storm"], *MAPS[:4], "restored=yes", "--overwrite")
-    brakes = wait_for(lambda: [e for e in after(setup, b, env="storm", event="brake")
+    brakes = wait_for(lambda: [e for e in setup.daemon.events_after(b, env="storm", event="brake")
                                if (e["reason"] or "").startswith("drift_storm")], 20,
                       f"a drift_storm brake; log:\n{setup.daemon.tail()}")
     assert "of 6 objects" in brakes[0]["reason"]
     time.sleep(2)
-    assert not after(setup, b, env="storm", event="reverted")
-    skipped = after(setup, b, env="storm", event="skipped")
+    assert not setup.daemon.events_after(b, env="storm", event="reverted")
+    skipped = setup.daemon.events_after(b, env="storm", event="skipped")
     assert skipped
     assert all(e["reason"].startswith("drift_storm") for e in skipped)
     labels = setup.sandbox.kubectl_json("get", "configmap", MAPS[0], "-n", setup.ns["storm"])["metadata"]["labels"]
@@ -96,21 +88,21 @@ def test_drift_storm_holds_enforcement(setup: Setup) -> None:
 
 
 def test_fight_detection_leaves_a_contested_object_alone(setup: Setup) -> None:
-    b = last_id(setup)
+    b = setup.daemon.last_event_id()
     ns = setup.ns["fight"]
     # Another "controller": keeps scaling the Deployment back to 5 each time driftd reverts it.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         setup.sandbox.kubectl("scale", "deployment", "web", "-n", ns, "--replicas=5")
-        if [e for e in after(setup, b, env="fight", event="skipped") if e["reason"].startswith("fight")]:
+        if [e for e in setup.daemon.events_after(b, env="fight", event="skipped") if e["reason"].startswith("fight")]:
             break
         wait_for(lambda: setup.sandbox.kubectl_json("get", "deployment", "web", "-n", ns)["spec"]["replicas"] == 2
-                 or [e for e in after(setup, b, env="fight", event="skipped")], 15, "a revert or a skip")
-    reverted = after(setup, b, env="fight", event="reverted")
+                 or [e for e in setup.daemon.events_after(b, env="fight", event="skipped")], 15, "a revert or a skip")
+    reverted = setup.daemon.events_after(b, env="fight", event="reverted")
     assert len(reverted) == 2  # fight_max_reverts
-    skipped = [e for e in after(setup, b, env="fight", event="skipped") if e["reason"].startswith("fight")]
+    skipped = [e for e in setup.daemon.events_after(b, env="fight", event="skipped") if e["reason"].startswith("fight")]
     assert skipped, setup.daemon.tail()
-    assert [e for e in after(setup, b, env="fight", event="brake") if e["reason"].startswith("fight")]
+    assert [e for e in setup.daemon.events_after(b, env="fight", event="brake") if e["reason"].startswith("fight")]
     time.sleep(1.5)
     assert setup.sandbox.kubectl_json("get", "deployment", "web", "-n", ns)["spec"]["replicas"] == 5
 
@@ -120,20 +112,20 @@ def test_broken_revision_is_never_acted_on(setup: Setup) -> None:
                       branch="broken", message="broken yaml")
     wait_for(lambda: setup.daemon.environments()["broken"]["status"] == "error", 20,
              f"broken env in error; log:\n{setup.daemon.tail()}")
-    b = last_id(setup)
+    b = setup.daemon.last_event_id()
     setup.sandbox.kubectl("scale", "deployment", "web", "-n", setup.ns["broken"], "--replicas=4")
     time.sleep(3)
-    assert not after(setup, b, env="broken", event="reverted")
+    assert not setup.daemon.events_after(b, env="broken", event="reverted")
     assert setup.sandbox.kubectl_json("get", "deployment", "web", "-n", setup.ns["broken"])["spec"]["replicas"] == 4
     env = setup.daemon.environments()["broken"]
     assert "app.yaml" in (env["error"] or "")
 
 
 def test_empty_revision_never_prunes(setup: Setup) -> None:
-    b = last_id(setup)
+    b = setup.daemon.last_event_id()
     setup.repo.commit({"k8s/app.yaml": None, "k8s/README.txt": "nothing here yet\n"}, branch="empty",
                       message="oops: everything removed")
-    brakes = wait_for(lambda: [e for e in after(setup, b, env="empty", event="brake")
+    brakes = wait_for(lambda: [e for e in setup.daemon.events_after(b, env="empty", event="brake")
                                if (e["reason"] or "").startswith("empty_desired_state")], 20,
                       f"an empty_desired_state brake; log:\n{setup.daemon.tail()}")
     assert brakes

@@ -78,14 +78,6 @@ def setup(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             sandbox.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-def last_id(s: Setup) -> int:
-    return max((e["id"] for e in s.daemon.events()), default=0)
-
-
-def after(s: Setup, before: int, **where: str) -> list[dict]:
-    return [e for e in s.daemon.events(**where) if e["id"] > before]
-
-
 def replicas(s: Setup, env: str) -> int:
     return int(s.sandbox.kubectl_json("get", "deployment", "web", "-n", s.ns[env])["spec"]["replicas"])
 
@@ -102,7 +94,7 @@ def check(s: Setup) -> tuple[int, dict]:
 
 def test_deleted_branch_puts_only_its_environment_in_error_and_prunes_nothing(setup: Setup) -> None:
     d = setup.daemon
-    b = last_id(setup)
+    b = setup.daemon.last_event_id()
     setup.repo.delete_branch("doomed")
     env = wait_for(lambda: (e := d.environments()["doomed"])["status"] == "error" and e, 20,
                    f"doomed in error; log:\n{d.tail()}")
@@ -118,7 +110,7 @@ def test_deleted_branch_puts_only_its_environment_in_error_and_prunes_nothing(se
     for kind in ("configmap/settings", "deployment/web"):
         got = setup.sandbox.kubectl("get", kind, "-n", setup.ns["doomed"], check=False)
         assert got.returncode == 0, f"{kind} was pruned after its branch was deleted"
-    doomed = after(setup, b, env="doomed")
+    doomed = setup.daemon.events_after(b, env="doomed")
     assert not [e for e in doomed if e["event"] in ("reverted", "revert_failed", "detected")], doomed
     assert not [e for e in doomed if e["drift"] == "orphaned"], doomed
     assert d.environments()["steady"]["status"] == "in_sync"
@@ -135,7 +127,7 @@ def test_deleted_branch_puts_only_its_environment_in_error_and_prunes_nothing(se
     setup.repo.push_branch("doomed")
     wait_for(lambda: d.environments()["doomed"]["status"] != "error", 20, f"doomed recovered; log:\n{d.tail()}")
     wait_for(lambda: replicas(setup, "doomed") == 2, 20, "doomed reverted after recovery")
-    assert after(setup, b, env="doomed", event="reverted")
+    assert setup.daemon.events_after(b, env="doomed", event="reverted")
 
 
 @pytest.mark.usefixtures("sandbox_faults")
@@ -143,7 +135,7 @@ def test_git_server_down_then_back(setup: Setup) -> None:
     d = setup.daemon
     wait_for(lambda: all(e["status"] == "in_sync" for e in d.environments().values()), 20,
              lambda: f"all in sync: {d.environments()}")
-    b = last_id(setup)
+    b = setup.daemon.last_event_id()
     stop_git(setup.sandbox)
     try:
         envs = wait_for(lambda: (e := d.environments()) and all(x["status"] == "error" for x in e.values()) and e,
@@ -155,7 +147,7 @@ def test_git_server_down_then_back(setup: Setup) -> None:
         setup.sandbox.kubectl("scale", "deployment", "web", "-n", setup.ns["steady"], "--replicas=3")
         time.sleep(2)
         assert replicas(setup, "steady") == 3, "reverted while Git was unreadable"
-        assert not after(setup, b, event="reverted")
+        assert not setup.daemon.events_after(b, event="reverted")
         code, report = check(setup)
         assert code == 2
         assert all(e["status"] == "error" for e in report["environments"])

@@ -74,61 +74,57 @@ def replicas(s: Setup, env: str) -> int:
 
 def scale(s: Setup, env: str, n: int) -> int:
     """Scale as an operator would; returns the last event id before, to read only what follows."""
-    before = max((e["id"] for e in s.daemon.events()), default=0)
+    before = s.daemon.last_event_id()
     s.sandbox.kubectl("scale", "deployment", "web", "-n", s.ns[env], f"--replicas={n}")
     return before
-
-
-def after(s: Setup, before: int, **where: str) -> list[dict]:
-    return [e for e in s.daemon.events(**where) if e["id"] > before]
 
 
 def test_enforce_reverts_a_kubectl_scale_and_records_it(setup: Setup) -> None:
     assert not setup.daemon.events(env="enforce"), "in sync at start"
     b = scale(setup, "enforce", 5)
-    wait_for(lambda: after(setup, b, env="enforce", event="reverted"), 20,
+    wait_for(lambda: setup.daemon.events_after(b, env="enforce", event="reverted"), 20,
              f"a reverted event; log:\n{setup.daemon.tail()}")
     wait_for(lambda: replicas(setup, "enforce") == 2, 10, "replicas back to 2")
-    evs = after(setup, b, env="enforce", name="web")
+    evs = setup.daemon.events_after(b, env="enforce", name="web")
     kinds = [e["event"] for e in evs]
     assert kinds[:2] == ["detected", "reverted"]
     assert "/spec/replicas" in evs[0]["changes"]
-    wait_for(lambda: "resolved" in [e["event"] for e in after(setup, b, env="enforce", name="web")], 15,
+    wait_for(lambda: "resolved" in [e["event"] for e in setup.daemon.events_after(b, env="enforce", name="web")], 15,
              "the drift resolved after the revert")
 
 
 def test_alert_mode_records_and_leaves_it(setup: Setup) -> None:
     b = scale(setup, "alert", 4)
-    wait_for(lambda: after(setup, b, env="alert", event="detected"), 20, "a detected event")
+    wait_for(lambda: setup.daemon.events_after(b, env="alert", event="detected"), 20, "a detected event")
     wait_for(lambda: any(d["name"] == "web" for d in setup.daemon.environments()["alert"]["drifts"]), 10,
              "the drift in the status view")
     assert replicas(setup, "alert") == 4
-    assert not after(setup, b, env="alert", event="reverted")
+    assert not setup.daemon.events_after(b, env="alert", event="reverted")
     env = setup.daemon.environments()["alert"]
     assert env["status"] == "drifted"
 
 
 def test_outside_enforce_window_is_not_reverted(setup: Setup) -> None:
     b = scale(setup, "window", 6)
-    wait_for(lambda: after(setup, b, env="window", event="detected"), 20, "a detected event")
+    wait_for(lambda: setup.daemon.events_after(b, env="window", event="detected"), 20, "a detected event")
     env = wait_for(lambda: (e := setup.daemon.environments()["window"]) and e["drifts"] and e, 10, "drift in view")
     assert env["mode"] == "alert"  # enforce outside its window behaves as alert
     assert replicas(setup, "window") == 6
-    assert not after(setup, b, env="window", event="reverted")
+    assert not setup.daemon.events_after(b, env="window", event="reverted")
 
 
 def test_dry_run_records_would_revert(setup: Setup) -> None:
     b = scale(setup, "dryrun", 3)
-    evs = wait_for(lambda: after(setup, b, env="dryrun", event="would_revert"), 20, "a would_revert event")
+    evs = wait_for(lambda: setup.daemon.events_after(b, env="dryrun", event="would_revert"), 20, "a would_revert event")
     assert evs[0]["name"] == "web"
     assert replicas(setup, "dryrun") == 3
-    assert not after(setup, b, env="dryrun", event="reverted")
+    assert not setup.daemon.events_after(b, env="dryrun", event="reverted")
 
 
 def test_observe_annotation_wins_over_enforce_environment(setup: Setup) -> None:
     b = scale(setup, "annotated", 7)
-    wait_for(lambda: after(setup, b, env="annotated", event="detected"), 20, "a detected event")
+    wait_for(lambda: setup.daemon.events_after(b, env="annotated", event="detected"), 20, "a detected event")
     assert replicas(setup, "annotated") == 7
-    assert not after(setup, b, env="annotated", event="reverted")
+    assert not setup.daemon.events_after(b, env="annotated", event="reverted")
     d = next(d for d in setup.daemon.environments()["annotated"]["drifts"] if d["name"] == "web")
     assert d["action"] == "reported"
