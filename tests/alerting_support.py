@@ -53,3 +53,17 @@ def settings(urls: tuple[str, ...], resend: float = 60.0, grace: float = 0.0) ->
 
 def daemon(state_dir: Path, listen: str = "127.0.0.1:9717") -> DaemonSettings:
     return DaemonSettings(state_dir=state_dir, listen=listen)
+
+
+class FakeStatus:
+    """What the server and the systemd supervisor read from the daemon: reports and readiness, set by the test."""
+
+    def __init__(self) -> None:
+        self.is_ready = False
+        self.items: list[EnvironmentReport] = []
+
+    def reports(self) -> list[EnvironmentReport]:
+        return self.items
+
+    def ready(self) -> bool:
+        return self.is_ready

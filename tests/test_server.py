@@ -14,26 +14,14 @@ import pytest
 from driftd import metrics
 from driftd.alerting.alerts import drift_alert
 from driftd.errors import DriftdError
-from driftd.model import Change, EnvironmentReport, Status, TargetKind
+from driftd.model import Change, Status, TargetKind
 from driftd.server import serve
-from tests.alerting_support import daemon, drift, env, report
+from tests.alerting_support import FakeStatus, daemon, drift, env, report
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class FakeStatus:
-    def __init__(self) -> None:
-        self.is_ready = False
-        self.items: list[EnvironmentReport] = []
-
-    def reports(self) -> list[EnvironmentReport]:
-        return self.items
-
-    def ready(self) -> bool:
-        return self.is_ready
 
 
 def _port() -> int:

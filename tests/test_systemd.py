@@ -11,9 +11,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from driftd.model import EnvironmentReport
 from driftd.systemd import Notifier, summary, supervise, watchdog_interval
-from tests.alerting_support import drift, env, report
+from tests.alerting_support import FakeStatus, drift, env, report
 
 
 @pytest.fixture
@@ -92,18 +91,6 @@ def test_summary() -> None:
     a, b = env("a"), env("b")
     assert summary([report(a), report(b, drift(), drift("api"))]) == \
         "2 environments: 1 in sync, 1 drifted (2 drifts), 0 in error"
-
-
-class FakeStatus:
-    def __init__(self) -> None:
-        self.is_ready = False
-        self.items: list[EnvironmentReport] = []
-
-    def reports(self) -> list[EnvironmentReport]:
-        return self.items
-
-    def ready(self) -> bool:
-        return self.is_ready
 
 
 @pytest.mark.anyio
