@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.daemon_support import seed_in_sync  # noqa: E402
 from tests.sandbox import Sandbox, down, up  # noqa: E402
 
 CONFIGMAP = """\
@@ -92,16 +93,7 @@ def _pct(xs: list[float], p: float) -> float:
 def run(sb: Sandbox, n: int, work: Path) -> None:
     rid = uuid.uuid4().hex[:6]
     env, ns, repo = f"bench-{rid}", f"bench-alerts-{rid}", f"bench-alerts-{rid}"
-    sb.new_bare_repo(repo)
-    src = work / "src"
-    (src / "kubernetes").mkdir(parents=True)
-    (src / "kubernetes" / "cm.yaml").write_text(CONFIGMAP)
-    git = ["git", "-C", str(src), "-c", "user.name=b", "-c", "user.email=b@x"]
-    for argv in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "bench"],
-                 ["push", "-q", sb.git_repo_url(repo), "HEAD:refs/heads/main"]):
-        subprocess.run([*git, *argv], check=True, capture_output=True)
-    sb.kubectl("create", "namespace", ns)
-    sb.kubectl("-n", ns, "apply", "--server-side", "--field-manager=driftd", "-f", str(src / "kubernetes" / "cm.yaml"))
+    seed_in_sync(sb, repo=repo, namespace=ns, src=work / "src", manifest_file="cm.yaml", manifest=CONFIGMAP)
     port = _port()
     cfg = work / "driftd.toml"
     cfg.write_text(f"""\

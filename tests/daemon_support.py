@@ -110,6 +110,21 @@ class GitRepo:
         self._git("push", "-q", "-f", "origin", f"{branch}:{branch}")
 
 
+def seed_in_sync(sb: Sandbox, *, repo: str, namespace: str, src: Path, manifest_file: str, manifest: str) -> None:
+    """A new bare repository `repo` whose `main` holds kubernetes/<manifest_file>, and the same objects applied
+    to a new `namespace` as driftd would (server-side, field manager driftd): an environment that starts in sync."""
+    sb.new_bare_repo(repo)
+    path = src / "kubernetes" / manifest_file
+    path.parent.mkdir(parents=True)
+    path.write_text(manifest)
+    git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@x"]
+    for argv in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "seed"],
+                 ["push", "-q", sb.git_repo_url(repo), "HEAD:refs/heads/main"]):
+        subprocess.run([*git, *argv], check=True, capture_output=True)
+    sb.kubectl("create", "namespace", namespace)
+    sb.kubectl("-n", namespace, "apply", "--server-side", "--field-manager=driftd", "-f", str(path))
+
+
 def toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.daemon_support import seed_in_sync
 from tests.sandbox import Sandbox
 
 CONFIGMAP = """\
@@ -70,17 +71,7 @@ class Daemon:
         rid = uuid.uuid4().hex[:6]
         self.sb, self.env_name, self.ns = sb, f"e2e-{rid}", f"alert-e2e-{rid}"
         repo = f"alert-e2e-{rid}"
-        sb.new_bare_repo(repo)
-        src = tmp / "src"
-        (src / "kubernetes").mkdir(parents=True)
-        (src / "kubernetes" / "app.yaml").write_text(CONFIGMAP)
-        git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@x"]
-        for argv in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "app"],
-                     ["push", "-q", sb.git_repo_url(repo), "HEAD:refs/heads/main"]):
-            subprocess.run([*git, *argv], check=True, capture_output=True)
-        sb.kubectl("create", "namespace", self.ns)
-        sb.kubectl("-n", self.ns, "apply", "--server-side", "--field-manager=driftd", "-f",
-                   str(src / "kubernetes" / "app.yaml"))
+        seed_in_sync(sb, repo=repo, namespace=self.ns, src=tmp / "src", manifest_file="app.yaml", manifest=CONFIGMAP)
         self.port = _port()
         self.api = f"http://127.0.0.1:{self.port}"
         self.config = tmp / "driftd.toml"
