@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ if str(ROOT) not in sys.path:
 
 from tests.daemon_support import seed_in_sync  # noqa: E402
 from tests.sandbox import Sandbox, down, up  # noqa: E402
+from tests.sandbox.procs import free_port  # noqa: E402
 
 CONFIGMAP = """\
 apiVersion: v1
@@ -41,12 +41,6 @@ metadata:
 data:
   value: git
 """
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ready(url: str) -> bool:
@@ -94,7 +88,7 @@ def run(sb: Sandbox, n: int, work: Path) -> None:
     rid = uuid.uuid4().hex[:6]
     env, ns, repo = f"bench-{rid}", f"bench-alerts-{rid}", f"bench-alerts-{rid}"
     seed_in_sync(sb, repo=repo, namespace=ns, src=work / "src", manifest_file="cm.yaml", manifest=CONFIGMAP)
-    port = _port()
+    port = free_port()
     cfg = work / "driftd.toml"
     cfg.write_text(f"""\
 [daemon]

@@ -30,18 +30,12 @@ import boto3
 from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from driftd.config import AwsAccountSettings, AwsEnvSettings, EnvironmentSettings
 from driftd.model import AwsDeclaration, DesiredState, ResourceKey, TargetKind
 from driftd.targets.aws.target import AwsTarget
+from tests.sandbox.procs import free_port
 
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_moto() -> tuple[str, subprocess.Popen[bytes] | None]:

@@ -28,8 +28,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.daemon_support import DaemonProc, GitRepo, configmap, free_port, wait_for, write_config  # noqa: E402
+from tests.daemon_support import DaemonProc, GitRepo, configmap, wait_for, write_config  # noqa: E402
 from tests.sandbox import Sandbox  # noqa: E402
+from tests.sandbox.procs import free_port  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:

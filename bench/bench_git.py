@@ -25,10 +25,10 @@ from pathlib import Path
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from driftd.config import EnvironmentSettings, KubernetesEnvSettings, RepositorySettings
 from driftd.sources.git import RepositoryCache
 from driftd.sources.loader import DesiredStateLoader
+from tests.sandbox.procs import free_port
 
 MANIFEST = """apiVersion: apps/v1
 kind: Deployment
@@ -97,12 +97,6 @@ def push_one_commit(remote: Path, branch: str, i: int, r: int) -> None:
     stream = (f"commit refs/heads/{branch}\ncommitter bench <b@example.com> {t} +0000\ndata 3\none\n"
               f"from refs/heads/{branch}^0\nM 100644 inline {_path(i)}\n").encode() + _blob(data)
     subprocess.run(["git", "--git-dir", str(remote), "fast-import", "--quiet"], input=stream, check=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def git_fetch(url: str, target: Path) -> float:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,19 +27,13 @@ import anyio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
 from driftd.config import parse_config  # noqa: E402
 from driftd.engine.images import ImagePoller, MemoryKeyValueStore  # noqa: E402
 from driftd.model import DesiredObject, DesiredState, ResourceKey, TargetKind  # noqa: E402
 from driftd.sources.registry import Registries  # noqa: E402
+from tests.sandbox.procs import free_port  # noqa: E402
 
 REGISTRIES, REPOS = 5, 40
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_registry(d: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -21,6 +21,7 @@ import pytest
 
 from tests.daemon_support import seed_in_sync
 from tests.sandbox import Sandbox
+from tests.sandbox.procs import free_port
 
 CONFIGMAP = """\
 apiVersion: v1
@@ -37,12 +38,6 @@ metadata:
 stringData:
   password: in-git-value
 """
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -72,7 +67,7 @@ class Daemon:
         self.sb, self.env_name, self.ns = sb, f"e2e-{rid}", f"alert-e2e-{rid}"
         repo = f"alert-e2e-{rid}"
         seed_in_sync(sb, repo=repo, namespace=self.ns, src=tmp / "src", manifest_file="app.yaml", manifest=CONFIGMAP)
-        self.port = _port()
+        self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
         self.config = tmp / "driftd.toml"
         self.config.write_text(f"""\

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.daemon_support import ROOT, GitRepo, configmap, deployment, free_port, write_config
+from tests.daemon_support import ROOT, GitRepo, configmap, deployment, write_config
 from tests.sandbox import Sandbox
+from tests.sandbox.procs import free_port
 from tests.test_daemon_aws import OPEN_SSH, aws_envs, aws_setup
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]

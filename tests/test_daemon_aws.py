@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_support import DaemonProc, GitRepo, free_port, wait_for, write_config
+from tests.daemon_support import DaemonProc, GitRepo, wait_for, write_config
 from tests.sandbox import Sandbox
+from tests.sandbox.procs import free_port
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from tests.daemon_support import DaemonProc, GitRepo, configmap, deployment, free_port, wait_for, write_config
+from tests.daemon_support import DaemonProc, GitRepo, configmap, deployment, wait_for, write_config
 from tests.sandbox import Sandbox
+from tests.sandbox.procs import free_port
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 

@@ -20,17 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.daemon_support import (
-    ROOT,
-    DaemonProc,
-    GitRepo,
-    configmap,
-    deployment,
-    free_port,
-    wait_for,
-    write_config,
-)
+from tests.daemon_support import ROOT, DaemonProc, GitRepo, configmap, deployment, wait_for, write_config
 from tests.sandbox import Sandbox, start_git, stop_git
+from tests.sandbox.procs import free_port
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from registry_support import push_image
 
-from tests.daemon_support import WEB_DEPLOYMENT, DaemonProc, GitRepo, free_port, wait_for, write_config
+from tests.daemon_support import WEB_DEPLOYMENT, DaemonProc, GitRepo, wait_for, write_config
 from tests.sandbox import Sandbox
+from tests.sandbox.procs import free_port
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 

@@ -12,8 +12,9 @@ import pytest
 import yaml
 from registry_support import push_image
 
-from tests.daemon_support import DaemonProc, GitRepo, configmap, free_port, wait_for, write_config
+from tests.daemon_support import DaemonProc, GitRepo, configmap, wait_for, write_config
 from tests.sandbox import Sandbox
+from tests.sandbox.procs import free_port
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 

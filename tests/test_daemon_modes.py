@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.daemon_support import DaemonProc, GitRepo, deployment, free_port, wait_for, write_config
+from tests.daemon_support import DaemonProc, GitRepo, deployment, wait_for, write_config
 from tests.sandbox import Sandbox
+from tests.sandbox.procs import free_port
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 

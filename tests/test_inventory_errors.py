@@ -17,7 +17,8 @@ from driftd.config import EnvironmentSettings, KubernetesEnvSettings
 from driftd.engine.reconciler import EnvRuntime, PassKind, Reconciler
 from driftd.model import DesiredObject, DesiredState, Drift, ResourceKey, TargetKind, TargetResult
 from driftd.state import StateStore
-from tests.daemon_support import GitRepo, configmap, free_port, write_config
+from tests.daemon_support import GitRepo, configmap, write_config
+from tests.sandbox.procs import free_port
 from tests.test_k8s_orphans_cli import driftd, drifts, inventory
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from driftd.model import ResourceKey, TargetKind
 from driftd.state import StateStore
-from tests.daemon_support import ROOT, GitRepo, configmap, free_port, write_config
+from tests.daemon_support import ROOT, GitRepo, configmap, write_config
+from tests.sandbox.procs import free_port
 
 CRD = """\
 apiVersion: apiextensions.k8s.io/v1

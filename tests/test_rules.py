@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -23,6 +22,7 @@ from driftd import metrics
 from driftd.server import serve
 from tests.alerting_support import daemon
 from tests.sandbox import Sandbox, reload_prometheus
+from tests.sandbox.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "config" / "prometheus"
@@ -112,12 +112,6 @@ def test_dashboard_layout() -> None:
 # --- for real ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _prom_query(sb: Sandbox, q: str) -> list[dict[str, Any]]:
     url = f"{sb.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": q})
     with urllib.request.urlopen(url, timeout=5) as r:
@@ -137,7 +131,7 @@ class _Status:
 async def test_prometheus_scrapes_driftd_and_rules_fire(sandbox: Sandbox, tmp_path: Path) -> None:
     env = f"prom-{uuid.uuid4().hex[:8]}"
     job = f"driftd-test-{env}"
-    port = _free_port()
+    port = free_port()
     # The shipped rules, with short `for:` so the test does not wait 15 minutes.
     rules = tmp_path / "driftd-rules.yml"
     rules.write_text(re.sub(r"for: \d+m", "for: 2s", RULES.read_text()))

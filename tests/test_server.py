@@ -17,6 +17,7 @@ from driftd.errors import DriftdError
 from driftd.model import Change, Status, TargetKind
 from driftd.server import serve
 from tests.alerting_support import FakeStatus, daemon, drift, env, report
+from tests.sandbox.procs import free_port
 
 
 @pytest.fixture
@@ -24,16 +25,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[str, FakeStatus]]:
     status = FakeStatus()
-    port = _port()
+    port = free_port()
     async with anyio.create_task_group() as tg:
         await tg.start(serve, daemon(tmp_path, f"127.0.0.1:{port}"), status)
         yield f"http://127.0.0.1:{port}", status

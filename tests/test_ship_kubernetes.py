@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.sandbox import Sandbox
+from tests.sandbox.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "config" / "kubernetes" / "base"
@@ -149,7 +149,7 @@ def envs(shipped: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     cfg.write_text(f"""
 [daemon]
 state_dir = "{state}"
-listen = "127.0.0.1:{_free_port()}"
+listen = "127.0.0.1:{free_port()}"
 log_format = "json"
 
 [[clusters]]
@@ -180,12 +180,6 @@ interval = "2s"
   path = "enforce"
 """)
     return {"config": cfg, "ns": ns, "repo_url": shipped.git_repo_url(name), "state": state}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _driftd(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -269,7 +269,8 @@ spec:
 
 def test_enforce_environment_runs_the_written_back_version(sandbox, tmp_path: Path) -> None:
     """`driftd run`: a new tag in the registry -> write-back commit -> the daemon loads it -> the cluster runs it."""
-    from tests.daemon_support import DaemonProc, GitRepo, free_port, wait_for, write_config
+    from tests.daemon_support import DaemonProc, GitRepo, wait_for, write_config
+    from tests.sandbox.procs import free_port
 
     reg, tag = sandbox.registry, uuid.uuid4().hex[:6]
     repo_name = f"t/wbd-{tag}"
