@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.daemon_support import seed_in_sync  # noqa: E402
+from tests.daemon_support import seed_in_sync, write_config  # noqa: E402
 from tests.sandbox import Sandbox, down, up  # noqa: E402
 from tests.sandbox.procs import free_port  # noqa: E402
 
@@ -90,31 +90,10 @@ def run(sb: Sandbox, n: int, work: Path) -> None:
     seed_in_sync(sb, repo=repo, namespace=ns, src=work / "src", manifest_file="cm.yaml", manifest=CONFIGMAP)
     port = free_port()
     cfg = work / "driftd.toml"
-    cfg.write_text(f"""\
-[daemon]
-state_dir = "{work / 'state'}"
-listen = "127.0.0.1:{port}"
-log_format = "json"
-[alertmanager]
-urls = ["{sb.alertmanager}"]
-resend_interval = "30s"
-[[clusters]]
-name = "sandbox"
-kubeconfig = "{sb.kubeconfig}"
-[[repositories]]
-name = "r"
-url = "{sb.git_repo_url(repo)}"
-poll_interval = "5s"
-[[environments]]
-name = "{env}"
-repository = "r"
-branch = "main"
-mode = "alert"
-interval = "30s"
-  [environments.kubernetes]
-  cluster = "sandbox"
-  namespace = "{ns}"
-""")
+    write_config(cfg, sb, repo_url=sb.git_repo_url(repo), state_dir=work / "state", port=port, poll="5s",
+                 alertmanager=True, resend_interval="30s",
+                 envs=[{"name": env, "mode": "alert", "interval": "30s",
+                        "kubernetes": {"cluster": "sandbox", "namespace": ns}}])
     log = (work / "driftd.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "driftd", "run", "--config", str(cfg)], stdout=log,
                             stderr=subprocess.STDOUT, env={**os.environ, **sb.env()})

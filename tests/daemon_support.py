@@ -133,14 +133,18 @@ def _table(header: str, values: Mapping[str, Any]) -> list[str]:
 
 
 def write_config(path: Path, sandbox: Sandbox, *, repo_url: str, state_dir: Path, port: int,
-                 envs: list[dict[str, Any]], poll: str = "1s", alertmanager: bool = False,
-                 registries: list[dict[str, Any]] | None = None, aws: bool = False) -> Path:
-    """A config for the sandbox. Each env dict holds its keys plus optional sub-tables: ``kubernetes``,
+                 envs: list[dict[str, Any]], poll: str = "1s", alertmanager: bool | list[str] = False,
+                 resend_interval: str | None = None, registries: list[dict[str, Any]] | None = None,
+                 aws: bool = False) -> Path:
+    """A config for the sandbox. ``alertmanager``: True for the sandbox's first Alertmanager, or a list of URLs.
+    Each env dict holds its keys plus optional sub-tables: ``kubernetes``,
     ``aws`` (account "sandbox", moto), ``brakes``, ``write_back``, and lists ``images`` and ``enforce_windows``."""
     lines = ["[daemon]", f"state_dir = {toml_value(str(state_dir))}", f"listen = \"127.0.0.1:{port}\"",
              "log_format = \"json\"", "log_level = \"info\"", "shutdown_timeout = \"15s\"", ""]
-    if alertmanager:
-        lines += ["[alertmanager]", f"urls = [{toml_value(sandbox.alertmanager)}]", ""]
+    urls = [sandbox.alertmanager] if alertmanager is True else list(alertmanager or [])
+    if urls:
+        resend = {"resend_interval": resend_interval} if resend_interval else {}
+        lines += [*_table("[alertmanager]", {"urls": urls, **resend}), ""]
     lines += ["[[clusters]]", "name = \"sandbox\"", f"kubeconfig = {toml_value(sandbox.kubeconfig)}", "",
               "[[repositories]]", "name = \"repo\"", f"url = {toml_value(repo_url)}", f"poll_interval = \"{poll}\"", ""]
     if aws:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_support import seed_in_sync
+from tests.daemon_support import seed_in_sync, write_config
 from tests.sandbox import Sandbox
 from tests.sandbox.procs import free_port
 
@@ -70,32 +70,10 @@ class Daemon:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
         self.config = tmp / "driftd.toml"
-        self.config.write_text(f"""\
-[daemon]
-state_dir = "{tmp / 'state'}"
-listen = "127.0.0.1:{self.port}"
-log_format = "json"
-[alertmanager]
-urls = ["{sb.alertmanager}", "{sb.alertmanager2}"]
-resend_interval = "20s"
-[[clusters]]
-name = "sandbox"
-kubeconfig = "{sb.kubeconfig}"
-[[repositories]]
-name = "r"
-url = "{sb.git_repo_url(repo)}"
-poll_interval = "5s"
-[[environments]]
-name = "{self.env_name}"
-repository = "r"
-branch = "main"
-mode = "alert"
-severity = "critical"
-interval = "30s"
-  [environments.kubernetes]
-  cluster = "sandbox"
-  namespace = "{self.ns}"
-""")
+        write_config(self.config, sb, repo_url=sb.git_repo_url(repo), state_dir=tmp / "state", port=self.port,
+                     poll="5s", alertmanager=[sb.alertmanager, sb.alertmanager2], resend_interval="20s",
+                     envs=[{"name": self.env_name, "mode": "alert", "severity": "critical", "interval": "30s",
+                            "kubernetes": {"cluster": "sandbox", "namespace": self.ns}}])
         self.notify_path = str(tmp / "notify.sock")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.notify_path)
