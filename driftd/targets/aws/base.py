@@ -111,6 +111,19 @@ class Adapter(ABC):
         hint = decl.metadata.get("driftd.io/physical-id") if isinstance(decl.metadata, Mapping) else None
         return hint is not None or f"/{self.name_property}" not in decl.not_checked
 
+    def aliases(self, live: Live) -> set[str]:
+        """Every id ``list_all`` may give the live resource behind ``live`` (besides the id it was read by).
+
+        The target subtracts these from the listing to find unmanaged resources: a resource known under two
+        ids (a security group by ``vpc-id/name`` and, in the default VPC, by its bare name) must be known
+        under both, or the declared resource is also reported as unmanaged under the same key."""
+        return set()
+
+    def qualified(self, ctx: Ctx, pid: str) -> str | None:
+        """A longer id for a listed resource whose short id is also a declared key (two resources of one name,
+        told apart by a scope the short id leaves out, such as a security group's VPC). None: no longer id."""
+        return None
+
     def stub(self, key: ResourceKey) -> AwsDeclaration:
         """A declaration with no checked properties: reading it only says whether the resource exists."""
         return AwsDeclaration(key=key, logical_id=key.name, type=self.type_name,

@@ -128,12 +128,14 @@ class AwsTarget:
                 if pid not in live:
                     drifts.append(Drift(key=d.key, drift=DriftKind.MISSING))
                     continue
+                declared_pids |= adapter.aliases(live[pid])
                 changes = adapter.compare(d, live[pid], ctx.tag_filter)
                 if changes:
                     drifts.append(Drift(key=d.key, drift=DriftKind.MODIFIED, changes=tuple(changes)))
             orphan_pids = await self._orphans(ctx, adapter, orphans.get(type_name, []), drifts, errors, undetermined)
             if decls and env.aws is not None and env.aws.unmanaged and adapter.supports_unmanaged:
-                await self._unmanaged(ctx, adapter, declared_pids | orphan_pids, drifts, errors, coverage)
+                await self._unmanaged(ctx, adapter, declared_pids | orphan_pids, declared_keys, drifts, errors,
+                                      coverage)
 
         async with anyio.create_task_group() as tg:
             for t in sorted(set(by_type) | set(orphans)):
@@ -156,20 +158,35 @@ class AwsTarget:
             pid = adapter.physical_id(s)
             pids.add(pid)
             if pid in live:
+                pids |= adapter.aliases(live[pid])
                 drifts.append(Drift(key=s.key, drift=DriftKind.ORPHANED, reason=NEVER_DELETE))
         return pids
 
-    async def _unmanaged(self, ctx: Ctx, adapter: Adapter, known: set[str], drifts: list[Drift],
-                         errors: list[str], coverage: dict[str, tuple[int, int]]) -> None:
+    async def _unmanaged(self, ctx: Ctx, adapter: Adapter, known: set[str], declared_keys: set[ResourceKey],
+                         drifts: list[Drift], errors: list[str], coverage: dict[str, tuple[int, int]]) -> None:
         try:
             everything = await adapter.list_all(ctx)
         except DriftdError as e:
             errors.append(f"{adapter.type_name}: unmanaged resources unknown: {e}")
             return
         in_scope = {pid for pid, tags in everything.items() if _in_scope(tags, ctx.tag_filter)}
-        for pid in sorted(in_scope - known):
-            drifts.append(Drift(key=adapter.key_for(pid, ctx.region), drift=DriftKind.UNMANAGED))
-        coverage[adapter.type_name] = (len(in_scope & known), len(in_scope))
+        # A key is one drift in every report (the engine keys drifts by it): an unmanaged resource whose short id
+        # is a declared key (a same-named group in another VPC) is reported under its longer id, never under the
+        # declared resource's key, which would hide that resource's own drift.
+        unmanaged: dict[str, ResourceKey] = {}
+        for pid in in_scope - known:
+            key = adapter.key_for(pid, ctx.region)
+            if key in declared_keys:
+                longer = adapter.qualified(ctx, pid)
+                if longer is None or longer in known:
+                    continue
+                key = adapter.key_for(longer, ctx.region)
+                if key in declared_keys:
+                    continue
+            unmanaged[pid] = key
+        for pid in sorted(unmanaged):
+            drifts.append(Drift(key=unmanaged[pid], drift=DriftKind.UNMANAGED))
+        coverage[adapter.type_name] = (len(in_scope) - len(unmanaged), len(in_scope))
 
     async def _attribute(self, env: EnvironmentSettings, ctx: Ctx, drifts: list[Drift]) -> list[Drift]:
         assert env.aws is not None

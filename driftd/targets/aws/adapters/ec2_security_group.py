@@ -23,6 +23,8 @@ _PEERS_IN = ("CidrIp", "CidrIpv6", "SourceSecurityGroupId", "SourceSecurityGroup
 _PEERS_OUT = ("CidrIp", "CidrIpv6", "DestinationSecurityGroupId", "DestinationPrefixListId")
 INGRESS, EGRESS = "SecurityGroupIngress", "SecurityGroupEgress"
 NAME_FILTER_MAX = 200  # values one DescribeSecurityGroups filter takes
+_IN_DEFAULT_VPC = "driftd:InDefaultVpc"
+_DEFAULT_VPC_MEMO = "ec2:default-vpc"
 
 
 def _cidr(v: str) -> str:
@@ -143,12 +145,24 @@ class SecurityGroup(Adapter):
                 out[k] = [normalize_rule(r) for r in out[k] if isinstance(r, Mapping)]
         return out
 
+    def aliases(self, live: Live) -> set[str]:
+        """A declared ``VpcId`` naming the default VPC reads the group as ``vpc-id/name``, but list_all names a
+        default-VPC group by its bare name (as a template without VpcId would): both are the same group."""
+        out = {f"{live.get('VpcId')}/{live.get('GroupName')}"}
+        if live.get(_IN_DEFAULT_VPC):
+            out.add(str(live.get("GroupName")))
+        return out
+
+    def qualified(self, ctx: Ctx, pid: str) -> str | None:
+        default_vpc = ctx.memo.get(_DEFAULT_VPC_MEMO)  # list_all has looked it up by now
+        return f"{default_vpc}/{pid}" if "/" not in pid and isinstance(default_vpc, str) else None
+
     async def _default_vpc(self, ctx: Ctx) -> str | None:
         async def fetch() -> str | None:
             r = await ctx.call("ec2", "describe_vpcs", Filters=[{"Name": "isDefault", "Values": ["true"]}])
             vpcs = r.get("Vpcs") or []
             return str(vpcs[0]["VpcId"]) if vpcs else None
-        result: str | None = await ctx.once("ec2:default-vpc", fetch)
+        result: str | None = await ctx.once(_DEFAULT_VPC_MEMO, fetch)
         return result
 
     async def _all(self, ctx: Ctx) -> list[dict[str, Any]]:
@@ -168,6 +182,8 @@ class SecurityGroup(Adapter):
                 INGRESS: rules_from_permissions(g.get("IpPermissions") or [], egress=False),
                 EGRESS: rules_from_permissions(g.get("IpPermissionsEgress") or [], egress=True),
                 "Tags": g.get("Tags") or [],
+                # Not a CloudFormation property (never compared): which ids name this group in list_all.
+                _IN_DEFAULT_VPC: default_vpc is not None and g.get("VpcId") == default_vpc,
             }
             out[f"{g.get('VpcId')}/{g.get('GroupName')}"] = live
             if default_vpc is None or g.get("VpcId") == default_vpc:
@@ -176,7 +192,8 @@ class SecurityGroup(Adapter):
 
     async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
         pids = {self.physical_id(d) for d in decls}
-        default_vpc = await self._default_vpc(ctx) if any("/" not in p for p in pids) else None
+        # The default VPC decides which groups also answer to their bare name; list_all needs it anyway.
+        default_vpc = await self._default_vpc(ctx) if ctx.unmanaged or any("/" not in p for p in pids) else None
         if ctx.unmanaged or len(pids) > NAME_FILTER_MAX:
             groups = await self._all(ctx)  # 1,000 a page beats 200 names a call
         else:
