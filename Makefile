@@ -1,5 +1,6 @@
 # driftd developer entry points. `make test` works on a fresh clone: it creates .venv,
-# builds kube-apiserver + etcd once (cached in ~/.cache/driftd-sandbox) and runs everything.
+# builds kube-apiserver + etcd once (cached in ~/.cache/driftd-sandbox), helm + sops once (cached in
+# ~/.cache/driftd-tools) and runs everything.
 # System packages (docker-registry, prometheus, prometheus-alertmanager, kubectl, Go >= 1.24
 # for the kube build) are installed by .ci/run.
 SHELL := /bin/bash
@@ -14,7 +15,7 @@ LINT_PATHS := $(wildcard driftd tests bench)
 SANDBOX_DIR ?= .sandbox
 PYTEST_ARGS ?=
 
-.PHONY: test lint pytest system-deps kube-bins demo sandbox-up sandbox-down sandbox-status bench lock clean-venv
+.PHONY: test lint pytest system-deps kube-bins tool-bins demo sandbox-up sandbox-down sandbox-status bench lock clean-venv
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,12 +33,16 @@ system-deps:
 kube-bins:
 	@bash tests/sandbox/build-kube.sh >/dev/null
 
+# helm and sops for the Helm and SOPS tests (DRIFTD_TOOLS_BIN=DIR uses existing binaries).
+tool-bins:
+	@bash tests/sandbox/build-tools.sh >/dev/null
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-pytest: system-deps $(STAMP) kube-bins
+pytest: system-deps $(STAMP) kube-bins tool-bins
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: lint pytest

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the sandbox servers need (tests/sandbox), installed only when missing:
-# Debian's docker-registry, Alertmanager and Prometheus, plus git, openssl and kubectl.
+# Debian's docker-registry, Alertmanager and Prometheus, plus git, openssl and kubectl; and the tools
+# behind SOPS and signed commits (age for test keys, gpg and ssh-keygen, which driftd runs to verify).
 # Shared by `.ci/run`, `make test` and `make demo`, so a newcomer's first command sets itself up.
 set -euo pipefail
 
@@ -14,6 +15,9 @@ declare -A BIN_OF=(
   [prometheus-alertmanager]=prometheus-alertmanager
   [git]=git
   [openssl]=openssl
+  [age]=age-keygen
+  [gnupg]=gpg
+  [openssh-client]=ssh-keygen
   [make]=make
   [python3-venv]=""
 )
