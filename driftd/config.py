@@ -189,6 +189,13 @@ class WriteBackSettings:
 
 
 @dataclass(frozen=True)
+class SignatureSettings:
+    """``[environments.signatures]``: the keys whose commit signatures this environment trusts."""
+
+    trusted_key_files: tuple[Path, ...]  # OpenPGP public keys, SSH public keys or allowed-signers files
+
+
+@dataclass(frozen=True)
 class EnvironmentSettings:
     name: str
     repository: str
@@ -204,6 +211,8 @@ class EnvironmentSettings:
     brakes: BrakeSettings = BrakeSettings()
     images: tuple[ImagePolicySettings, ...] = ()
     write_back: WriteBackSettings = WriteBackSettings()
+    sops_age_key_file: Path | None = None  # age identity decrypting this environment's SOPS files
+    signatures: SignatureSettings | None = None  # set: act only on commits signed by a trusted key
 
 
 @dataclass(frozen=True)
@@ -540,7 +549,7 @@ class _Reader:
                     repos: Mapping[str, RepositorySettings]) -> EnvironmentSettings:
         t = self.table(raw, k, {"name", "repository", "branch", "mode", "interval", "severity", "dry_run",
                                 "kubernetes", "aws", "ignore", "enforce_windows", "brakes", "images",
-                                "write_back"})
+                                "write_back", "sops_age_key_file", "signatures"})
         repo = self.s(t, k, "repository") or ""
         if repo and repo not in repos:
             self.err(f"{k}.repository", f"no [[repositories]] named {repo!r}" + _known(repos))
@@ -571,6 +580,8 @@ class _Reader:
             brakes=self.brakes(f"{k}.brakes", t.get("brakes", {})),
             images=images,
             write_back=self.write_back(f"{k}.write_back", t.get("write_back", {})),
+            sops_age_key_file=self.path(t, k, "sops_age_key_file", secret=True),
+            signatures=self.signatures(f"{k}.signatures", t["signatures"]) if "signatures" in t else None,
         )
 
     def _sub_list(self, t: Mapping[str, Any], k: str, name: str) -> list[dict[str, Any]]:
@@ -699,6 +710,23 @@ class _Reader:
             exclude=self.strings(t, k, "exclude", ImagePolicySettings.exclude),
             action=self.choice(t, k, "action", ("report", "write-back"), "report"),
         )
+
+    def signatures(self, k: str, raw: Any) -> SignatureSettings | None:
+        t = self.table(raw, k, {"trusted_key_files"})
+        files = self.strings(t, k, "trusted_key_files")
+        if not files:
+            # An empty list would trust nothing and stop the environment: say so now, not at the first commit.
+            self.err(f"{k}.trusted_key_files", "list at least one OpenPGP or SSH public key file (or remove "
+                     "[environments.signatures] to act on unsigned commits)")
+            return None
+        paths = []
+        for i, f in enumerate(files):
+            p = self.path({"f": f}, f"{k}.trusted_key_files[{i}]", "f")
+            if p is not None and not p.exists():
+                self.err(f"{k}.trusted_key_files[{i}]", f"file {str(p)!r} does not exist")
+            if p is not None:
+                paths.append(p)
+        return SignatureSettings(trusted_key_files=tuple(paths))
 
     def write_back(self, k: str, raw: Any) -> WriteBackSettings:
         t = self.table(raw, k, {"author", "message"})

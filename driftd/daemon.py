@@ -377,7 +377,8 @@ class Daemon:
                 failed = w.fetch_error
                 last_good = rt.desired.revision if rt.desired else self.sources.loader.last_good_revision(env.name)
             else:
-                result = await self.sources.load(env, **aws_context(self.config, env))
+                result = await self.sources.load(env, **aws_context(self.config, env),
+                                                 cluster=self.pool.cluster_info(env))
                 state, failed = result.state, load_error(result)
                 last_good = rt.desired.revision if rt.desired else result.last_good_revision
             if state is None:

@@ -143,6 +143,7 @@ class DesiredObject:
     key: ResourceKey
     body: Mapping[str, Any]
     source: str
+    sensitive: bool = False  # decrypted from SOPS: every value is masked in reports, like a Secret's
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,15 @@ class AwsDeclaration:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     not_checked: tuple[str, ...] = ()
     source: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What a renderer needs to know about a cluster (Helm's ``.Capabilities``): its version
+    (``v1.34.4``) and the API versions it serves (``apps/v1``, ``apps/v1/Deployment``, ...)."""
+
+    kube_version: str
+    api_versions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ SECTIONS: dict[str, tuple[str, type | None]] = {
     "brakes": ("[environments.brakes]", cfgmod.BrakeSettings),
     "image": ("[[environments.images]]", cfgmod.ImagePolicySettings),
     "write_back": ("[environments.write_back]", cfgmod.WriteBackSettings),
+    "signatures": ("[environments.signatures]", cfgmod.SignatureSettings),
 }
 
 # Dataclass fields that are not TOML keys of the same name, and where they come from.

@@ -32,7 +32,8 @@ class Verdict:
 
 
 def explain(*, kind: str, predicted: Mapping[str, Any], live: Mapping[str, Any], ignored: Iterable[str] = (),
-            human_managers: Iterable[str] = (), defaults: Mapping[str, Any] | None = None) -> Verdict:
+            human_managers: Iterable[str] = (), defaults: Mapping[str, Any] | None = None,
+            sensitive: bool = False) -> Verdict:
     """Compare ``predicted`` (what live becomes when Git is applied) with ``live``.
 
     ``defaults`` is the object as the server would create it from Git alone; when given, a
@@ -62,7 +63,7 @@ def explain(*, kind: str, predicted: Mapping[str, Any], live: Mapping[str, Any],
         out.append(replace(c, changed_by=who, changed_at=when))
     out.extend(adds)
     out.sort(key=lambda c: c.path)
-    out = secrets.redact_changes(kind, out)
+    out = secrets.redact_changes(kind, out, sensitive=sensitive)
     by, at = _newest(out)
     return Verdict(tuple(out), by, at, tuple(unconfirmed))
 

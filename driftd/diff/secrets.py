@@ -30,7 +30,10 @@ def _mask(v: Any) -> Any:
     return REDACTED
 
 
-def redact_changes(kind: str, changes: Iterable[Change]) -> list[Change]:
+def redact_changes(kind: str, changes: Iterable[Change], *, sensitive: bool = False) -> list[Change]:
+    """``sensitive``: the object came from an encrypted file, so every value is masked, not only a Secret's."""
+    if sensitive:
+        return [dataclasses.replace(c, expected=_mask(c.expected), actual=_mask(c.actual)) for c in changes]
     if not is_secret(kind):
         return list(changes)
     return [dataclasses.replace(c, expected=_mask_at(c.path, c.expected), actual=_mask_at(c.path, c.actual))

@@ -97,7 +97,7 @@ async def _one_env(config: Config, env: EnvironmentSettings, sources: Sources, p
     rt = EnvRuntime(env)
     progress.step(f"{env.name}: fetching {env.repository}")
     await fetches.fetch(env.repository)
-    result = await sources.load(env, **aws_context(config, env))
+    result = await sources.load(env, **aws_context(config, env), cluster=pool.cluster_info(env))
     if result.state is None:
         rt.desired_error = load_error(result)
         return await reconciler.publish(rt)

@@ -49,7 +49,8 @@ async def _desired(config: Config) -> dict[str, DesiredState | None]:
             if env.repository not in fetched:
                 fetched.add(env.repository)
                 await sources.fetch(env.repository)
-            result = await sources.load(env, **aws_context(config, env))
+            # No cluster here: Helm renders against helm.FALLBACK_CLUSTER (RBAC needs kinds, not exact objects).
+            result = await sources.load(env, **aws_context(config, env), cluster=None)
             out[env.name] = result.state
         except (DriftdError, OSError) as e:
             log.warning("permissions.desired_unavailable", env=env.name, error=str(e))

@@ -21,9 +21,9 @@ from .. import metrics
 from ..config import Config, EnvironmentSettings, RepositorySettings
 from ..errors import DriftdError, SourceError
 from ..log import get_logger
-from ..model import DesiredState, TargetKind
+from ..model import ClusterInfo, DesiredState, TargetKind
 from ..sources.git import FetchResult, RepositoryCache
-from ..sources.loader import DesiredStateLoader, LoadResult
+from ..sources.loader import ClusterInfoSource, DesiredStateLoader, LoadResult
 from .protocols import Target
 
 log = get_logger("driftd.engine")
@@ -84,8 +84,9 @@ class Sources:
         metrics.source_last_success.labels(repository).set(result.fetched_at)
         return result
 
-    async def load(self, env: EnvironmentSettings, account_id: str = "", region: str = "") -> LoadResult:
-        return await self.loader.load(env, account_id=account_id, region=region)
+    async def load(self, env: EnvironmentSettings, account_id: str = "", region: str = "",
+                   cluster: ClusterInfoSource | None = None) -> LoadResult:
+        return await self.loader.load(env, account_id=account_id, region=region, cluster=cluster)
 
 
 def load_error(result: LoadResult) -> str:
@@ -118,6 +119,22 @@ class TargetPool:
         if env.aws is not None:
             out.append((TargetKind.AWS, env.aws.account))
         return out
+
+    def cluster_info(self, env: EnvironmentSettings) -> ClusterInfoSource | None:
+        """What Helm renders against: the environment's cluster, asked only when a release needs it."""
+        if env.kubernetes is None:
+            return None
+        name = env.kubernetes.cluster
+
+        async def info() -> ClusterInfo:
+            target = self.get(TargetKind.KUBERNETES, name).target
+            fn = getattr(target, "cluster_info", None)
+            if fn is None:
+                raise DriftdError("this target cannot tell its version", subject=f"cluster {name}")
+            result: ClusterInfo = await fn()
+            return result
+
+        return info
 
     def get(self, kind: TargetKind, name: str) -> PooledTarget:
         key = (kind, name)

@@ -330,6 +330,22 @@ class RepositoryCache:
             raise SourceError(f"branch {branch!r} does not exist (branches: {known})", subject=self.subject)
         return sha
 
+    async def commit_signature(self, commit: str) -> tuple[bytes, bytes | None]:
+        """The commit as signed (without its signature header) and its signature (None: unsigned)."""
+        return await anyio.to_thread.run_sync(self._signature_sync, commit, limiter=self._limiter)
+
+    def _signature_sync(self, commit: str) -> tuple[bytes, bytes | None]:
+        with self._repo() as repo:
+            try:
+                c = repo.object_store[_oid(commit)]
+            except KeyError:
+                raise SourceError(f"commit {commit} is not in the local cache", subject=self.subject) from None
+            if not isinstance(c, Commit):
+                raise SourceError(f"{commit} is not a commit", subject=self.subject, retryable=False)
+            if c.gpgsig is None:
+                return c.as_raw_string(), None
+            return c.raw_without_sig(), c.gpgsig
+
     # --- trees -----------------------------------------------------------------------------------
 
     async def tree_id(self, commit: str, path: str) -> str | None:

@@ -20,16 +20,17 @@ independently.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
 
 from ..config import EnvironmentSettings
-from ..errors import DesiredStateError, SourceError
+from ..errors import DesiredStateError, DriftdError, SourceError
 from ..log import get_logger
-from ..model import AwsDeclaration, DesiredObject, DesiredState
+from ..model import AwsDeclaration, ClusterInfo, DesiredObject, DesiredState
 from .declarations import (
     Context,
     check_duplicates,
@@ -38,19 +39,25 @@ from .declarations import (
     parse_template_documents,
 )
 from .git import RepositoryCache, TreeFile, TreeSnapshot
+from .helm import FALLBACK_CLUSTER, HelmRelease, HelmRenderer, chart_dirs, is_release_file, parse_releases
 from .kustomize import Kustomizer
 from .manifests import (
     KUSTOMIZATION_FILES,
     Parsed,
+    Rendering,
     is_manifest_path,
     kustomizations,
     manifests_from_files,
     parse_file,
     under_any,
 )
+from .signatures import CommitSignature, SignatureVerifier, read_trusted_keys
+from .sops import SopsDecryptor, is_encrypted
 from .yamlsafe import DEFAULT_LIMITS, Document, Limits, relocate
 
 log = get_logger(__name__)
+
+ClusterInfoSource = Callable[[], Awaitable[ClusterInfo]]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -80,6 +87,7 @@ class _EnvEntry:
     kube_tree: str | None
     aws_tree: str | None
     state: DesiredState
+    deps: tuple[tuple[str, str | None], ...] = ()  # (path, tree id) read from outside the kubernetes path
 
 
 class _Lru(OrderedDict[K, V]):
@@ -104,10 +112,15 @@ class DesiredStateLoader:
     """Loads environments' desired state from their repositories' caches (which the caller fetches)."""
 
     def __init__(self, repositories: Mapping[str, RepositoryCache], *, kustomizer: Kustomizer | None = None,
+                 helm: HelmRenderer | None = None, sops: SopsDecryptor | None = None,
+                 verifier: SignatureVerifier | None = None,
                  supported_aws_types: frozenset[str] | None = None, limits: Limits = DEFAULT_LIMITS,
                  blob_cache_size: int = 200_000, tree_cache_size: int = 512) -> None:
         self.repositories = repositories
         self.kustomizer = kustomizer or Kustomizer()
+        self.helm = helm or HelmRenderer()
+        self.sops = sops or SopsDecryptor()
+        self.verifier = verifier or SignatureVerifier()
         self.supported_aws_types = supported_aws_types
         self.limits = limits
         self._envs: dict[str, _EnvEntry] = {}
@@ -120,8 +133,12 @@ class DesiredStateLoader:
     def last_good_revision(self, env: str) -> str | None:
         return self._last_good.get(env)
 
-    async def load(self, env: EnvironmentSettings, *, account_id: str = "", region: str = "") -> LoadResult:
-        """The desired state of ``env`` at its branch's commit as of the repository's last fetch."""
+    async def load(self, env: EnvironmentSettings, *, account_id: str = "", region: str = "",
+                   cluster: ClusterInfoSource | None = None) -> LoadResult:
+        """The desired state of ``env`` at its branch's commit as of the repository's last fetch.
+
+        ``cluster`` tells Helm the cluster's version and API versions; it is called only when the
+        environment declares Helm releases (without it, :data:`helm.FALLBACK_CLUSTER`)."""
         last_good = self._last_good.get(env.name)
         cache = self.repositories.get(env.repository)
         if cache is None:
@@ -134,7 +151,14 @@ class DesiredStateLoader:
         except SourceError as e:
             return LoadResult(env.name, None, error=str(e), last_good_revision=last_good)
         try:
-            result = await self._load(cache, env, commit, account_id, region)
+            if env.signatures is not None:
+                untrusted = await self._untrusted(cache, env, commit)
+                if untrusted is not None:
+                    # Stay on the last verified revision: nothing of this one is read, let alone acted on.
+                    log.warning("desired.untrusted_revision", env=env.name, revision=commit, reason=untrusted)
+                    return LoadResult(env.name, commit, error=f"untrusted revision {commit}: {untrusted}",
+                                      last_good_revision=last_good)
+            result = await self._load(cache, env, commit, account_id, region, cluster)
         except SourceError as e:
             return LoadResult(env.name, commit, error=str(e), last_good_revision=last_good)
         if result.ok:
@@ -142,12 +166,19 @@ class DesiredStateLoader:
             return replace(result, last_good_revision=commit)
         return replace(result, last_good_revision=last_good)
 
+    async def _untrusted(self, cache: RepositoryCache, env: EnvironmentSettings, commit: str) -> str | None:
+        """None when ``commit`` is signed by one of the environment's trusted keys, else why not."""
+        assert env.signatures is not None
+        keys = await anyio.to_thread.run_sync(read_trusted_keys, env.signatures.trusted_key_files)
+        payload, signature = await cache.commit_signature(commit)
+        return await self.verifier.verify(commit, CommitSignature(payload, signature), keys)
+
     async def _load(self, cache: RepositoryCache, env: EnvironmentSettings, commit: str,
-                    account_id: str, region: str) -> LoadResult:
+                    account_id: str, region: str, cluster: ClusterInfoSource | None) -> LoadResult:
         kube, aws = env.kubernetes, env.aws
         settings_key = (
             cache.url,
-            (kube.path, kube.namespace) if kube else None,
+            (kube.path, kube.namespace, env.sops_age_key_file) if kube else None,
             (aws.path, tuple(sorted(aws.parameters.items())), account_id, region, env.name) if aws else None,
             self.supported_aws_types,
         )
@@ -156,7 +187,8 @@ class DesiredStateLoader:
             return LoadResult(env.name, commit, state=prev.state)
         kube_tree = await cache.tree_id(commit, kube.path) if kube else None
         aws_tree = await cache.tree_id(commit, aws.path) if aws else None
-        if prev and prev.settings_key == settings_key and (prev.kube_tree, prev.aws_tree) == (kube_tree, aws_tree):
+        if prev and prev.settings_key == settings_key and (prev.kube_tree, prev.aws_tree) == (kube_tree, aws_tree) \
+                and all([await cache.tree_id(commit, p) == t for p, t in prev.deps]):
             state = replace(prev.state, revision=commit)
             self._envs[env.name] = replace(prev, commit=commit, state=state)
             return LoadResult(env.name, commit, state=state)
@@ -165,6 +197,7 @@ class DesiredStateLoader:
         warnings: list[str] = []
         objects: tuple[DesiredObject, ...] = ()
         decls: tuple[AwsDeclaration, ...] = ()
+        deps: tuple[tuple[str, str | None], ...] = ()
         parsed = False
         if kube:
             if kube_tree is None:
@@ -174,8 +207,12 @@ class DesiredStateLoader:
                 hit = self._trees.get_fresh(kkey)
                 if hit is None:
                     snap = await cache.read_tree(commit, kube.path, known=lambda b: ("k8s", b) in self._blobs)
-                    hit = await self._kubernetes(cache, snap, kube.namespace)
-                    self._trees.put(kkey, hit)
+                    hit, deps, dynamic = await self._kubernetes(cache, snap, kube.namespace, cluster,
+                                                                env.sops_age_key_file)
+                    # Not shared by tree: a Helm rendering also depends on the cluster and on charts outside
+                    # the tree, decrypted objects on the environment's key (they stay in this env's state).
+                    if not dynamic:
+                        self._trees.put(kkey, hit)
                     parsed = True
                 objects, errs, _ = hit
                 problems.extend(errs)
@@ -202,25 +239,44 @@ class DesiredStateLoader:
             return LoadResult(env.name, commit, error=f"desired state does not parse: {first}{more}",
                               problems=tuple(problems), parsed=parsed)
         state = DesiredState(revision=commit, kubernetes=objects, aws=decls, warnings=tuple(warnings))
-        self._envs[env.name] = _EnvEntry(commit, settings_key, kube_tree, aws_tree, state)
+        self._envs[env.name] = _EnvEntry(commit, settings_key, kube_tree, aws_tree, state, deps)
         return LoadResult(env.name, commit, state=state, parsed=parsed)
 
     # --- kubernetes ------------------------------------------------------------------------------------
 
-    async def _kubernetes(self, cache: RepositoryCache, snap: TreeSnapshot, namespace: str
-                          ) -> tuple[tuple[DesiredObject, ...], tuple[DesiredStateError, ...], tuple[str, ...]]:
+    async def _kubernetes(self, cache: RepositoryCache, snap: TreeSnapshot, namespace: str,
+                          cluster: ClusterInfoSource | None, age_key_file: Path | None
+                          ) -> tuple[tuple[tuple[DesiredObject, ...], tuple[DesiredStateError, ...], tuple[str, ...]],
+                                     tuple[tuple[str, str | None], ...], bool]:
+        """(objects, problems, ()), the trees outside the path it read (Helm charts), and whether the
+        result depends on more than the tree (Helm releases, SOPS files)."""
         problems = list(snap.problems)
         kfiles = [f for f in snap.files if f.path.rpartition("/")[2] in KUSTOMIZATION_FILES]
+        rfiles = [f for f in snap.files if is_release_file(f.path)]
         data: dict[str, bytes] = {f.path: f.data for f in snap.files if f.data is not None}
-        if kfiles:
-            # kustomize needs every file of its directories as bytes, parsed-and-cached or not
-            kdirs = [f.path.rpartition("/")[0] for f in kfiles]
-            need = {f.blob: f.path for f in snap.files if f.data is None and under_any(f.path, kdirs)}
-            if need:
-                blobs = await cache.read_blobs(need)
-                for blob, path in need.items():
-                    data[path] = blobs[blob]
-        files = await anyio.to_thread.run_sync(self._parse_manifests, cache, snap.files, data)
+        cdirs = chart_dirs([f.path for f in snap.files]) if rfiles else []
+        if kfiles or rfiles:
+            # kustomize needs every file of its directories as bytes, parsed-and-cached or not; Helm its
+            # release files and charts (the blob cache only holds parsed manifests)
+            kdirs = [f.path.rpartition("/")[0] for f in kfiles] + cdirs
+            await self._read_missing(cache, snap, data, lambda p: under_any(p, kdirs) or is_release_file(p))
+        skip_paths: set[str] = {f.path for f in rfiles}
+        releases: list[HelmRelease] = []
+        for f in rfiles:
+            rels, rel_errors = parse_releases(data[f.path], f.path, self.limits)
+            releases.extend(rels)
+            problems.extend(rel_errors)
+            skip_paths.update(v for r in rels for v in r.values_files)
+        if releases:
+            await self._read_missing(cache, snap, data, lambda p: p in skip_paths)
+
+        def skip(path: str) -> bool:
+            return path in skip_paths or under_any(path, cdirs)
+
+        files = await anyio.to_thread.run_sync(self._parse_manifests, cache, snap.files, data, skip)
+        encrypted = [path for path, p in files.items() if p.error is None and is_encrypted(p.documents)]
+        if encrypted:
+            await self._decrypt(cache, snap, files, data, encrypted, age_key_file)
         rendered: dict[str, Parsed] = {}
         if kfiles:
             todo = kustomizations([f.path for f in snap.files], data)
@@ -233,15 +289,103 @@ class DesiredStateLoader:
                 rendered[k] = Parsed(error=out) if isinstance(out, DesiredStateError) else \
                     parse_file(out, k, self.limits)
                 self.parse_count += 1
-        objects, errs = manifests_from_files(files, rendered, namespace=namespace)
+        renderings, deps = await self._helm(cache, snap, releases, data, namespace, cluster) if releases else ([], ())
+        objects, errs = manifests_from_files(files, rendered, namespace=namespace, renderings=renderings, skip=skip)
         problems.extend(errs)
-        return objects, tuple(problems), ()
+        return (objects, tuple(problems), ()), deps, bool(rfiles or encrypted)
+
+    async def _decrypt(self, cache: RepositoryCache, snap: TreeSnapshot, files: dict[str, Parsed],
+                       data: dict[str, bytes], encrypted: list[str], key_file: Path | None) -> None:
+        """Replace each SOPS file's documents by its cleartext's (marked sensitive), or by its error."""
+        blobs = {f.path: f.blob for f in snap.files}
+        await self._read_missing(cache, snap, data, lambda p: p in encrypted)
+        for path in encrypted:
+            out = await self.sops.decrypt(data[path], file=path, blob=blobs[path], documents=files[path].documents,
+                                          key_file=key_file)
+            if isinstance(out, DesiredStateError):
+                files[path] = Parsed(error=out)
+                continue
+            p = parse_file(out, path, self.limits)
+            files[path] = Parsed(error=p.error) if p.error else replace(p, sensitive=True)
+
+    @staticmethod
+    async def _read_missing(cache: RepositoryCache, snap: TreeSnapshot, data: dict[str, bytes],
+                            wanted: Callable[[str], bool]) -> None:
+        need = {f.blob: f.path for f in snap.files if f.path not in data and wanted(f.path)}
+        if need:
+            blobs = await cache.read_blobs(need)
+            for blob, path in need.items():
+                data[path] = blobs[blob]
+
+    async def _helm(self, cache: RepositoryCache, snap: TreeSnapshot, releases: list[HelmRelease],
+                    data: Mapping[str, bytes], namespace: str, cluster: ClusterInfoSource | None
+                    ) -> tuple[list[Rendering], tuple[tuple[str, str | None], ...]]:
+        """Each release rendered (or its error), and the chart trees read from outside the path."""
+        info = FALLBACK_CLUSTER
+        if cluster is not None:
+            try:
+                info = await cluster()
+            except DriftdError as e:  # no render against a guessed cluster: the state would be wrong
+                err = DesiredStateError(f"cannot render Helm releases: the cluster's version is unknown: {e}",
+                                        file=releases[0].file, line=releases[0].line)
+                return [Rendering(r.file, r.where(), r.namespace or namespace, Parsed(error=err))
+                        for r in releases], ()
+        out: list[Rendering] = []
+        deps: list[tuple[str, str | None]] = []
+        inside = snap.path
+        for r in releases:
+            ns = r.namespace or namespace
+            source = f"{r.file}[{r.name}]"
+
+            def failed(msg: str, r: HelmRelease = r, ns: str = ns, source: str = source) -> None:
+                out.append(Rendering(r.file, source, ns, Parsed(error=DesiredStateError(
+                    f"release {r.name}: {msg}", file=r.file, line=r.line))))
+
+            missing = [v for v in r.values_files if v not in data]
+            if missing:
+                failed(f"values file {missing[0]} does not exist (values files must be below "
+                       f"{inside or '/'}, the environment's path)")
+                continue
+            chart_files: Callable[[], Awaitable[Mapping[str, bytes]]] | None = None
+            if r.local:
+                digest = await cache.tree_id(snap.commit, r.chart)
+                if not (inside == "" or r.chart == inside or r.chart.startswith(inside + "/")):
+                    deps.append((r.chart, digest))
+                if digest is None:
+                    failed(f"chart directory {r.chart} does not exist at commit {snap.commit[:12]}")
+                    continue
+                chart_files = self._chart_reader(cache, snap, r, data)
+            else:
+                digest = f"{r.repository or ''}|{r.chart}|{r.version}"
+            rendered = await self.helm.render(r, namespace=ns, chart_digest=digest, chart_files=chart_files,
+                                              values_data=[data[v] for v in r.values_files], cluster=info)
+            parsed = Parsed(error=rendered) if isinstance(rendered, DesiredStateError) else \
+                parse_file(rendered, r.file, self.limits)
+            if parsed.error is not None and not isinstance(rendered, DesiredStateError):
+                parsed = Parsed(error=DesiredStateError(f"release {r.name}: helm's output does not parse: "
+                                                        f"{parsed.error.message}", file=r.file, line=r.line))
+            self.parse_count += 1
+            out.append(Rendering(r.file, source, ns, parsed))
+        return out, tuple(deps)
+
+    @staticmethod
+    def _chart_reader(cache: RepositoryCache, snap: TreeSnapshot, r: HelmRelease, data: Mapping[str, bytes]
+                      ) -> Callable[[], Awaitable[Mapping[str, bytes]]]:
+        async def read() -> Mapping[str, bytes]:
+            prefix = r.chart + "/" if r.chart else ""
+            if snap.path == "" or r.chart == snap.path or r.chart.startswith(snap.path + "/"):
+                return {p[len(prefix):]: b for p, b in data.items() if p.startswith(prefix)}
+            chart = await cache.read_tree(snap.commit, r.chart)
+            if chart.problems:
+                raise chart.problems[0]
+            return {f.path[len(prefix):]: f.data for f in chart.files if f.data is not None}
+        return read
 
     def _parse_manifests(self, cache: RepositoryCache, entries: tuple[TreeFile, ...],
-                         data: Mapping[str, bytes]) -> dict[str, Parsed]:
+                         data: Mapping[str, bytes], skip: Callable[[str], bool]) -> dict[str, Parsed]:
         out: dict[str, Parsed] = {}
         for f in entries:
-            if not is_manifest_path(f.path):
+            if not is_manifest_path(f.path) or skip(f.path):
                 continue
             cached = self._blobs.get_fresh(("k8s", f.blob))
             if isinstance(cached, Parsed):

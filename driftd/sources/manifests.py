@@ -26,7 +26,7 @@ the N-th object kustomize rendered.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,7 @@ class Parsed:
 
     documents: tuple[Document, ...] = ()
     error: DesiredStateError | None = None
+    sensitive: bool = False  # decrypted (SOPS): objects are marked sensitive
 
 
 def parse_file(data: bytes, file: str, limits: Limits = DEFAULT_LIMITS) -> Parsed:
@@ -122,14 +123,18 @@ class ManifestSet:
     errors: list[DesiredStateError] = field(default_factory=list)
     _seen: dict[tuple[str, str, str, str], tuple[DesiredObject, int | None]] = field(default_factory=dict)
 
-    def add_documents(self, documents: Sequence[Document], file: str, *, source_file: str | None = None) -> None:
-        """Objects of one file (or one kustomize rendering, ``file`` being its kustomization)."""
+    def add_documents(self, documents: Sequence[Document], file: str, *, source_file: str | None = None,
+                      namespace: str | None = None, sensitive: bool = False) -> None:
+        """Objects of one file (or one kustomize or Helm rendering, ``file`` being its kustomization or
+        release file). ``namespace`` overrides the default namespace (a Helm release's)."""
         for doc in documents:
             if doc.value is None:
                 continue
-            self._add(doc.value, file, doc.line, doc.column, f"{source_file or file}#{doc.index}")
+            self._add(doc.value, file, doc.line, doc.column, f"{source_file or file}#{doc.index}",
+                      namespace or self.namespace, sensitive)
 
-    def _add(self, value: Any, file: str, line: int, column: int, source: str) -> None:
+    def _add(self, value: Any, file: str, line: int, column: int, source: str, namespace: str,
+             sensitive: bool = False) -> None:
         where = {"file": file, "line": line or None, "column": column or None}
         if not isinstance(value, Mapping):
             self.errors.append(DesiredStateError(
@@ -138,7 +143,7 @@ class ManifestSet:
         kind = value.get("kind")
         if isinstance(kind, str) and kind.endswith("List") and isinstance(value.get("items"), list):
             for i, item in enumerate(value["items"]):
-                self._add(item, file, line, column, f"{source}.items[{i}]")
+                self._add(item, file, line, column, f"{source}.items[{i}]", namespace, sensitive)
             return
         missing = _missing_fields(value)
         if missing:
@@ -152,7 +157,7 @@ class ManifestSet:
         if kind in CLUSTER_SCOPED_KINDS:
             ns = ""
         elif not ns:
-            ns = self.namespace
+            ns = namespace
             # a new top level and metadata; the rest is shared with the parse cache (bodies are read-only)
             body = {**value, "metadata": {**meta, "namespace": ns}}
         key = ResourceKey(TargetKind.KUBERNETES, kind, name, ns, api_version)
@@ -163,7 +168,7 @@ class ManifestSet:
                 f"{kind} {ns + '/' if ns else ''}{name} is declared twice: in {source} and in {first.source}",
                 **where))  # type: ignore[arg-type]
             return
-        obj = DesiredObject(key=key, body=body, source=source)
+        obj = DesiredObject(key=key, body=body, source=source, sensitive=sensitive)
         self._seen[ident] = (obj, line)
         self.objects.append(obj)
 
@@ -195,9 +200,22 @@ def _describe(v: Mapping[str, Any]) -> str:
     return f"{kind} {name}" if isinstance(name, str) and name else str(kind)
 
 
+@dataclass(frozen=True)
+class Rendering:
+    """The output of a renderer other than kustomize (a Helm release), with its own default namespace."""
+
+    file: str  # the file that declares it (errors point there)
+    source: str  # prefix of the objects' ``source``
+    namespace: str
+    parsed: Parsed
+
+
 def manifests_from_files(files: Mapping[str, Parsed], rendered: Mapping[str, Parsed], *,
-                         namespace: str) -> tuple[tuple[DesiredObject, ...], tuple[DesiredStateError, ...]]:
-    """Objects of plain files (path -> parsed) and of kustomize renderings (kustomization file -> parsed output)."""
+                         namespace: str, renderings: Sequence[Rendering] = (),
+                         skip: Callable[[str], bool] | None = None
+                         ) -> tuple[tuple[DesiredObject, ...], tuple[DesiredStateError, ...]]:
+    """Objects of plain files (path -> parsed), of kustomize renderings (kustomization file -> parsed output)
+    and of other ``renderings``. Plain files for which ``skip(path)`` holds (charts, values files) are not read."""
     out = ManifestSet(namespace=namespace)
     for kfile in sorted(rendered):
         p = rendered[kfile]
@@ -205,14 +223,19 @@ def manifests_from_files(files: Mapping[str, Parsed], rendered: Mapping[str, Par
             out.errors.append(p.error)
         else:
             out.add_documents(p.documents, kfile)
+    for r in renderings:
+        if r.parsed.error:
+            out.errors.append(r.parsed.error)
+        else:
+            out.add_documents(r.parsed.documents, r.file, source_file=r.source, namespace=r.namespace)
     dirs = [k.rpartition("/")[0] for k in rendered]
     for path in sorted(files):
-        if not is_manifest_path(path) or under_any(path, dirs):
+        if not is_manifest_path(path) or under_any(path, dirs) or (skip is not None and skip(path)):
             continue
         p = files[path]
         if p.error:
             out.errors.append(p.error)
         else:
-            out.add_documents(p.documents, path)
+            out.add_documents(p.documents, path, sensitive=p.sensitive)
     return tuple(out.objects), tuple(out.errors)
 

@@ -125,8 +125,8 @@ class KubeClient:
 
     async def request(self, method: str, path: str, *, verb: str, resource: str, query: Mapping[str, Any] | None = None,
                       body: Any = None, content_type: str | None = None, subject: str | None = None,
-                      request_timeout: float = 60.0) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
+                      request_timeout: float = 60.0, accept: str = "application/json") -> dict[str, Any]:
+        headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
         op = f"{verb} {resource}"

@@ -125,12 +125,13 @@ class Comparer:
                 predicted = await self._dry_run(p, body)
         else:
             predicted = await self._dry_run(p, body)
-        v = explain(kind=p.key.kind, predicted=predicted, live=live, ignored=p.ignored, human_managers=self._human)
+        v = explain(kind=p.key.kind, predicted=predicted, live=live, ignored=p.ignored, human_managers=self._human,
+                    sensitive=p.desired.sensitive)
         if v.unconfirmed:
             defaults = await self._defaults_for(p)
             if defaults is not None:
                 v = explain(kind=p.key.kind, predicted=predicted, live=live, ignored=p.ignored,
-                            human_managers=self._human, defaults=defaults)
+                            human_managers=self._human, defaults=defaults, sensitive=p.desired.sensitive)
         self._remember(k, v)
         return v
 

@@ -12,7 +12,11 @@ import time
 from dataclasses import dataclass
 
 from ...errors import TargetError
+from ...model import ClusterInfo
 from .client import KubeClient, NotFound
+
+# Aggregated discovery (GA in Kubernetes 1.30): every group, version and kind in two requests.
+_AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,29 @@ class Discovery:
             return kinds[kind]
         raise UnknownKind(f"the API server serves no kind {kind} in {api_version} (is its CRD installed?)",
                           subject=f"{kind} {api_version}")
+
+    async def cluster_info(self) -> ClusterInfo:
+        """The server's version and every group/version and group/version/Kind it serves, as
+        ``helm install`` sees them (``.Capabilities``), in two or three requests."""
+        version = await self._client.request("GET", "/version", verb="get", resource="version")
+        apis: set[str] = set()
+        for path in ("/api", "/apis"):
+            doc = await self._client.request("GET", path, verb="get", resource="discovery", accept=_AGGREGATED)
+            if doc.get("kind") == "APIGroupDiscoveryList":
+                for group in doc.get("items") or ():
+                    name = str((group.get("metadata") or {}).get("name") or "")
+                    for v in group.get("versions") or ():
+                        gv = f"{name}/{v.get('version')}" if name else str(v.get("version"))
+                        apis.add(gv)
+                        for r in v.get("resources") or ():
+                            kind = (r.get("responseKind") or {}).get("kind")
+                            if kind:
+                                apis.add(f"{gv}/{kind}")
+            else:  # an older server: group/versions only (APIVersions / APIGroupList)
+                apis.update(str(v) for v in doc.get("versions") or () if isinstance(v, str))
+                for group in doc.get("groups") or ():
+                    apis.update(str(v.get("groupVersion")) for v in group.get("versions") or ())
+        return ClusterInfo(kube_version=str(version.get("gitVersion") or ""), api_versions=tuple(sorted(apis)))
 
     def forget(self, api_version: str) -> None:
         self._by_gv.pop(api_version, None)

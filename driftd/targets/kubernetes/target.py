@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,6 +22,7 @@ from ...diff.explain import hpa_targets
 from ...errors import DriftdError, PermissionDenied
 from ...log import get_logger
 from ...model import (
+    ClusterInfo,
     DesiredObject,
     DesiredState,
     Drift,
@@ -45,6 +47,7 @@ Scope = tuple[ResourceInfo, str | None]  # resource, namespace (None: all namesp
 Ident = tuple[str, str, str, str]  # group, kind, namespace, name: an object whatever the version
 # Above this many namespaces for one resource type, one cluster-wide LIST beats one per namespace.
 MAX_NAMESPACED_LISTS = 3
+_INFO_TTL = 600.0  # seconds a cluster's version and API versions are reused for Helm renderings
 
 
 @dataclass
@@ -79,6 +82,7 @@ class KubernetesTarget:
         # One per human_managers setting: verdicts depend on it (environments may differ).
         self._comparers: dict[tuple[str, ...], Comparer] = {}
         self._informers = SharedInformers()
+        self._info: tuple[float, ClusterInfo] | None = None
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -111,6 +115,14 @@ class KubernetesTarget:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    async def cluster_info(self) -> ClusterInfo:
+        """Version and API versions for renderers (Helm), asked again after ``_INFO_TTL`` seconds:
+        a cluster upgrade or a new CRD changes what a chart renders."""
+        now = time.monotonic()
+        if self._info is None or now - self._info[0] > _INFO_TTL:
+            self._info = (now, await (await self.discovery()).cluster_info())
+        return self._info[1]
 
     @staticmethod
     def settings(env: EnvironmentSettings) -> KubernetesEnvSettings:
