@@ -47,6 +47,22 @@ class ObjectMode(StrEnum):
     DISABLED = "disabled"
 
 
+class Severity(StrEnum):
+    """The ``severity`` label of an alert (Alertmanager routes on it)."""
+
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class PassKind(StrEnum):
+    """Who asked for a pass; the mode function and the plan honour it."""
+
+    CHECK = "check"  # driftd check: read-only
+    RUN = "run"  # driftd run (the daemon): modes, windows, pauses and brakes apply
+    SYNC = "sync"  # driftd sync: an operator asked to revert whatever is reportable
+
+
 class Status(StrEnum):
     IN_SYNC = "in_sync"
     DRIFTED = "drifted"

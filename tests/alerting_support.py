@@ -15,12 +15,13 @@ from driftd.model import (
     EnvironmentReport,
     Mode,
     ResourceKey,
+    Severity,
     Status,
     TargetKind,
 )
 
 
-def env(name: str | None = None, mode: Mode = Mode.ALERT, severity: str = "warning") -> EnvironmentSettings:
+def env(name: str | None = None, mode: Mode = Mode.ALERT, severity: Severity = Severity.WARNING) -> EnvironmentSettings:
     return EnvironmentSettings(name=name or f"t-{uuid.uuid4().hex[:8]}", repository="r", branch="main",
                                mode=mode, severity=severity, interval=5.0)
 

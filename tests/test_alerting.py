@@ -13,7 +13,7 @@ from driftd.alerting import AlertmanagerError, AlertNotifier, Outbox
 from driftd.alerting.alerts import MAX_DESCRIPTION, drift_alert, error_alert, object_url
 from driftd.alerting.client import alerts_endpoint
 from driftd.alerting.outbox import rfc3339
-from driftd.model import REDACTED, Action, Change, ChangeOp, Mode, Status, TargetKind
+from driftd.model import REDACTED, Action, Change, ChangeOp, Mode, Severity, Status, TargetKind
 from driftd.policy.images import FindingKind, ImageFinding
 from tests.alerting_support import daemon, drift, env, key, report, settings
 
@@ -61,7 +61,7 @@ def notifier(tmp_path: Path, urls: tuple[str, ...] = ("http://am1", "http://am2"
 
 
 def test_drift_alert_labels_and_annotations() -> None:
-    e = env("prod", severity="critical")
+    e = env("prod", severity=Severity.CRITICAL)
     a = drift_alert(e, report(e, drift()), drift(), "http://driftd:9717")
     assert dict(a.labels) == {"alertname": "DriftDetected", "environment": "prod", "target": "kubernetes",
                               "kind": "Deployment", "namespace": "shop", "name": "web", "drift": "modified",
@@ -74,7 +74,7 @@ def test_drift_alert_labels_and_annotations() -> None:
 
 
 def test_reverted_is_info_and_named_drift_reverted() -> None:
-    e = env(mode=Mode.ENFORCE, severity="critical")
+    e = env(mode=Mode.ENFORCE, severity=Severity.CRITICAL)
     a = drift_alert(e, report(e), drift(action=Action.REVERTED), "http://x")
     assert a.labels["alertname"] == "DriftReverted"
     assert a.labels["severity"] == "info"

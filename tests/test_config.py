@@ -138,3 +138,28 @@ def test_a_token_in_a_repository_url_is_refused_without_echoing_it(tmp_path, cap
     out = capsys.readouterr()
     assert "the URL carries a password or token" in out.err
     assert "s3cr3t" not in out.err + out.out
+
+
+def test_keys_and_defaults_come_from_the_settings_dataclasses(tmp_path: Path) -> None:
+    """A default is written once (the dataclass field): an environment that sets nothing gets the
+    fields' defaults, and a new field is an accepted key without touching the parser."""
+    import dataclasses
+
+    from driftd.config import TABLES, EnvironmentSettings, defaults, toml_keys
+    from driftd.model import Severity
+
+    p = tmp_path / "driftd.toml"
+    p.write_text(BASE + ENV)
+    env = load_config(p).environments[0]
+    d = defaults(EnvironmentSettings)
+    assert (env.mode, env.interval, env.severity) == (d.mode, d.interval, d.severity)
+    assert (d.mode, d.interval, d.severity) == (Mode.ALERT, 60.0, Severity.WARNING)
+    assert isinstance(env.severity, Severity)
+    for cls in TABLES:
+        fields = {f.name for f in dataclasses.fields(cls) if "derived" not in f.metadata}
+        assert fields <= toml_keys(cls), cls
+    p.write_text(BASE + ENV.replace('branch = "prod"', 'branch = "prod"\nseverity = "critical"\nmode = "ENFORCE"'))
+    with pytest.raises(ConfigErrors) as e:
+        load_config(p)
+    assert "environments[0].mode" in str(e.value)
+    assert "expected one of observe, alert, enforce" in str(e.value)

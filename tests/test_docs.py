@@ -1,9 +1,9 @@
-"""The README's configuration reference is checked against driftd/config.py.
+"""The README's configuration reference is checked against driftd/config/.
 
-The TOML keys are read from the code itself: every ``self.table(raw, key, {...allowed keys...})``
-call in ``_Reader`` (the same sets that reject unknown keys), and every field of the settings
-dataclasses. A key missing from the README, a documented key that no longer exists, or a
-documented default that differs from the dataclass default fails a test.
+The TOML keys are the parser's own (``driftd.config.toml_keys``: the fields of the settings
+dataclasses that are not derived, the same sets that reject unknown keys). A key missing from the
+README, a documented key that no longer exists, or a documented default that differs from the
+dataclass default fails a test.
 """
 
 from __future__ import annotations
@@ -20,54 +20,37 @@ import pytest
 import tomli
 
 from driftd import config as cfgmod
+from driftd.config import parse as cfgparse
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 
-# _Reader method -> (README heading for that TOML table, the dataclass it builds)
-SECTIONS: dict[str, tuple[str, type | None]] = {
-    "build": ("top level", cfgmod.Config),
-    "daemon": ("[daemon]", cfgmod.DaemonSettings),
-    "alertmanager": ("[alertmanager]", cfgmod.AlertmanagerSettings),
-    "cluster": ("[[clusters]]", cfgmod.ClusterSettings),
-    "account": ("[[aws_accounts]]", cfgmod.AwsAccountSettings),
-    "repository": ("[[repositories]]", cfgmod.RepositorySettings),
-    "registry": ("[[registries]]", cfgmod.RegistrySettings),
-    "environment": ("[[environments]]", cfgmod.EnvironmentSettings),
-    "kube_env": ("[environments.kubernetes]", cfgmod.KubernetesEnvSettings),
-    "aws_env": ("[environments.aws]", cfgmod.AwsEnvSettings),
-    "ignore": ("[[environments.ignore]]", cfgmod.IgnoreRule),
-    "window": ("[[environments.enforce_windows]]", cfgmod.EnforceWindow),
-    "brakes": ("[environments.brakes]", cfgmod.BrakeSettings),
-    "image": ("[[environments.images]]", cfgmod.ImagePolicySettings),
-    "write_back": ("[environments.write_back]", cfgmod.WriteBackSettings),
-    "signatures": ("[environments.signatures]", cfgmod.SignatureSettings),
-}
+# README heading for each TOML table -> the dataclass it is read into (driftd.config.TABLES).
+SECTIONS: dict[str, type] = {heading: cls for cls, heading in cfgmod.TABLES.items()}
 
-# Dataclass fields that are not TOML keys of the same name, and where they come from.
-DERIVED = {
-    (cfgmod.Config, "path"): "the file given with --config",
-    (cfgmod.ImagePolicySettings, "policy"): "which of semver/alphabetical/numerical is set",
-    (cfgmod.ImagePolicySettings, "range"): "the value of semver",
-}
+# Dataclass fields that are not TOML keys of the same name, and where they come from (field metadata).
+DERIVED = {(cls, f.name): f.metadata["derived"] for cls in cfgmod.TABLES for f in dataclasses.fields(cls)
+           if "derived" in f.metadata}
 
 
 def toml_keys() -> dict[str, set[str]]:
-    """README heading -> allowed keys, from the set literals passed to _Reader.table()."""
-    tree = ast.parse(inspect.getsource(cfgmod))
-    (reader,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "_Reader"]
-    out: dict[str, set[str]] = {}
-    for fn in reader.body:
-        if not isinstance(fn, ast.FunctionDef):
-            continue
-        for call in ast.walk(fn):
-            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "table"
-                    and len(call.args) == 3 and isinstance(call.args[2], ast.Set)):
-                assert fn.name in SECTIONS, f"_Reader.{fn.name} reads a TOML table this test does not know: add it"
-                heading = SECTIONS[fn.name][0]
-                out.setdefault(heading, set()).update(ast.literal_eval(call.args[2]))
-    assert set(out) == {h for h, _ in SECTIONS.values()}, "a section of SECTIONS is no longer read"
-    return out
+    """README heading -> allowed keys, as the parser derives them from the dataclasses (the same sets
+    that reject unknown keys)."""
+    return {heading: set(cfgmod.toml_keys(cls)) for cls, heading in cfgmod.TABLES.items()}
+
+
+def test_derived_fields_are_the_known_ones() -> None:
+    """A field marked derived is not a key: each is one the parser sets from something else."""
+    assert {(c.__name__, n) for c, n in DERIVED} == {
+        ("Config", "path"), ("ImagePolicySettings", "policy"), ("ImagePolicySettings", "range")}
+
+
+def test_every_table_is_read() -> None:
+    """Each dataclass in TABLES is read by the parser: its keys reject an unknown key."""
+    tree = ast.parse(inspect.getsource(cfgparse))
+    used = {n.args[0].id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+            and n.func.id == "toml_keys" and n.args and isinstance(n.args[0], ast.Name)}
+    assert used == {cls.__name__ for cls in cfgmod.TABLES}
 
 
 def readme_reference(path: Path = README) -> dict[str, dict[str, dict[str, str]]]:
@@ -117,7 +100,7 @@ def test_no_documented_key_is_stale(documented: dict[str, dict[str, dict[str, st
 
 def test_every_dataclass_field_is_a_documented_key_or_derived(documented: dict[str, dict[str, dict[str, str]]]) -> None:
     problems = []
-    for heading, cls in SECTIONS.values():
+    for heading, cls in SECTIONS.items():
         assert cls is not None
         for f in dataclasses.fields(cls):
             if (cls, f.name) in DERIVED:
@@ -167,7 +150,7 @@ def _documented_default(cell: str, expected: Any) -> Any:
 
 def test_documented_defaults_match_the_code(documented: dict[str, dict[str, dict[str, str]]]) -> None:
     wrong = []
-    for heading, cls in SECTIONS.values():
+    for heading, cls in SECTIONS.items():
         if cls is cfgmod.Config:
             continue
         assert cls is not None

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..config import EnvironmentSettings
-from ..model import Action, ChangeOp, Drift, EnvironmentReport, Mode, ResourceKey
+from ..model import Action, ChangeOp, Drift, EnvironmentReport, Mode, ResourceKey, Severity
 from ..policy.images import FindingKind, ImageFinding
 from ..redact import redact_drift
 
@@ -98,7 +98,7 @@ def drift_alert(env: EnvironmentSettings, report: EnvironmentReport, drift: Drif
         "environment": env.name,
         **_object_labels(d.key),
         "drift": str(d.drift),
-        "severity": "info" if reverted else env.severity,
+        "severity": str(Severity.INFO if reverted else env.severity),
         "mode": str(effective_mode(env, d)),
     }
     who = changed_by(d)
@@ -121,7 +121,7 @@ def drift_alert(env: EnvironmentSettings, report: EnvironmentReport, drift: Drif
 
 def error_alert(env: EnvironmentSettings, report: EnvironmentReport, base_url: str) -> Alert:
     labels = {"alertname": str(AlertName.ENVIRONMENT_ERROR), "environment": env.name,
-              "severity": env.severity, "mode": str(env.mode)}
+              "severity": str(env.severity), "mode": str(env.mode)}
     annotations = {
         "summary": f"driftd cannot check environment {env.name}",
         "description": _clip(report.error or "unknown error", MAX_DESCRIPTION),
@@ -132,7 +132,7 @@ def error_alert(env: EnvironmentSettings, report: EnvironmentReport, base_url: s
 
 def brake_alert(env: EnvironmentSettings, brake: str, detail: str, key: ResourceKey | None, base_url: str) -> Alert:
     labels = {"alertname": str(AlertName.SAFETY_BRAKE), "environment": env.name, "brake": brake,
-              "severity": env.severity, "mode": str(env.mode)}
+              "severity": str(env.severity), "mode": str(env.mode)}
     url = base_url.rstrip("/") + "/api/v1/environments/" + quote(env.name, safe="")
     if key is not None:
         labels.update(_object_labels(key))
@@ -150,7 +150,8 @@ def image_alert(env: EnvironmentSettings, f: ImageFinding, base_url: str) -> Ale
     annotations, so a newer ``latest`` updates the same alert instead of opening another one."""
     name = IMAGE_ALERTS[f.kind]
     labels = {"alertname": str(name), "environment": env.name, "policy": f.policy,
-              "severity": "critical" if f.kind is FindingKind.TAG_MOVED else env.severity, "mode": str(env.mode)}
+              "severity": str(Severity.CRITICAL if f.kind is FindingKind.TAG_MOVED else env.severity),
+              "mode": str(env.mode)}
     if f.image:
         labels["image"] = f.image
     if f.kind is FindingKind.TAG_MOVED and f.tag:

@@ -1,33 +1,56 @@
-"""TOML configuration -> frozen dataclasses.
+"""TOML -> the settings dataclasses of ``driftd.config.settings``.
 
-Every problem is collected (not just the first) and reported with the file
-and the key path (``environments[2].kubernetes.cluster``), what was expected
-and what was found. Secrets are only ever referenced through ``*_file`` keys.
+Every problem is collected (not just the first) and reported with the file and the key path
+(``environments[2].kubernetes.cluster``), what was expected and what was found. Secrets are only
+ever referenced through ``*_file`` keys. The allowed keys of each table and their defaults come
+from the dataclass fields (``toml_keys``, ``defaults``), so adding a setting is adding a field.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import tomli
 
-from .errors import ConfigError, ConfigErrors
-from .model import Mode
-from .semver import parse_range
+from ..errors import ConfigError, ConfigErrors
+from ..model import Mode, Severity
+from ..semver import parse_range
+from .settings import (
+    AlertmanagerSettings,
+    AwsAccountSettings,
+    AwsEnvSettings,
+    BrakeSettings,
+    ClusterSettings,
+    Config,
+    DaemonSettings,
+    EnforceWindow,
+    EnvironmentSettings,
+    IgnoreRule,
+    ImagePolicySettings,
+    KubernetesEnvSettings,
+    RegistrySettings,
+    RepositorySettings,
+    SignatureSettings,
+    WriteBackSettings,
+)
 
 DEFAULT_CONFIG_PATH = "/etc/driftd/driftd.toml"
-DEFAULT_HUMAN_MANAGERS = ("kubectl", "kubectl-*", "k9s", "kubernetes-dashboard*", "dashboard*", "Mozilla", "lens*")
 
 T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+# [[environments.images]]: which policy is chosen by which key (the value is the policy's argument).
+IMAGE_POLICY_KEYS = ("semver", "alphabetical", "numerical")
 
 
 def parse_duration(text: str) -> float:
@@ -44,193 +67,44 @@ def parse_duration(text: str) -> float:
     return total
 
 
-@dataclass(frozen=True)
-class DaemonSettings:
-    state_dir: Path = Path("/var/lib/driftd")
-    listen: str = "127.0.0.1:9717"
-    log_format: str = "auto"  # auto | json | text
-    log_level: str = "info"
-    retention: float = 90 * 86400.0  # audit events and resolved drifts older than this are pruned
-    shutdown_timeout: float = 20.0
-    git_concurrency: int = 4
-
-    @property
-    def listen_host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
-
-    @property
-    def listen_port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
+def toml_keys(cls: type) -> frozenset[str]:
+    """The keys a TOML table read into ``cls`` accepts: its fields that are not ``derived``, plus the keys
+    that select a derived field (images: semver/alphabetical/numerical)."""
+    own = frozenset(f.name for f in dataclasses.fields(cls) if "derived" not in f.metadata)
+    return own | frozenset(IMAGE_POLICY_KEYS) if cls is ImagePolicySettings else own
 
 
-@dataclass(frozen=True)
-class AlertmanagerSettings:
-    urls: tuple[str, ...] = ()
-    resend_interval: float = 60.0
-    error_grace: float = 120.0  # an environment must be in error this long before DriftdEnvironmentError fires
-    timeout: float = 10.0
-    external_url: str = ""  # base of generatorURL; defaults to http://<daemon.listen>
+def defaults(cls: type) -> Any:
+    """The dataclass defaults of ``cls`` as attributes (``defaults(EnvironmentSettings).mode``); a
+    required field has none."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return SimpleNamespace(**out)
 
 
-@dataclass(frozen=True)
-class ClusterSettings:
-    name: str
-    kubeconfig: Path | None = None
-    context: str | None = None
-    concurrency: int = 8  # in-flight requests to this API server
-
-
-@dataclass(frozen=True)
-class AwsAccountSettings:
-    name: str
-    region: str
-    profile: str | None = None
-    role_arn: str | None = None
-    endpoint_url: str | None = None
-    web_identity_token_file: Path | None = None
-    concurrency: int = 8
-    cloudtrail: bool = True  # attribute changes with CloudTrail LookupEvents where permitted
-
-
-@dataclass(frozen=True)
-class RepositorySettings:
-    name: str
-    url: str
-    poll_interval: float = 30.0
-    timeout: float = 60.0
-    token_file: Path | None = None
-    username: str | None = None  # for basic auth with token_file as the password
-    ssh_key_file: Path | None = None
-    known_hosts_file: Path | None = None
-
-
-@dataclass(frozen=True)
-class RegistrySettings:
-    """Credentials and limits for one image registry host."""
-
-    host: str
-    username: str | None = None
-    password_file: Path | None = None
-    docker_config: Path | None = None  # a docker config.json with "auths"
-    insecure: bool = False  # plain HTTP
-    concurrency: int = 4
-    aws_account: str | None = None  # ECR: read through this account's API
-
-
-@dataclass(frozen=True)
-class KubernetesEnvSettings:
-    cluster: str
-    path: str = "kubernetes"
-    namespace: str = "default"
-    prune: bool = False
-    prune_max_fraction: float = 0.25
-    watch_namespaces: tuple[str, ...] = ()
-    human_managers: tuple[str, ...] = DEFAULT_HUMAN_MANAGERS
-    resync_interval: float = 600.0
-
-
-@dataclass(frozen=True)
-class AwsEnvSettings:
-    account: str
-    path: str = "aws"
-    parameters: Mapping[str, str] = field(default_factory=dict)
-    tag_filter: Mapping[str, str] = field(default_factory=dict)  # scope for unmanaged resources
-    unmanaged: bool = True
-
-
-@dataclass(frozen=True)
-class IgnoreRule:
-    paths: tuple[str, ...]
-    kind: str = "*"
-    name: str = "*"
-    namespace: str = "*"
-    target: str = "*"
-
-    def matches(self, kind: str, name: str, namespace: str) -> bool:
-        return (
-            fnmatch.fnmatchcase(kind, self.kind)
-            and fnmatch.fnmatchcase(name, self.name)
-            and fnmatch.fnmatchcase(namespace, self.namespace)
-        )
-
-
-@dataclass(frozen=True)
-class EnforceWindow:
-    schedule: str  # five-field cron expression: when the window opens
-    duration: float
-    timezone: str = "UTC"
-
-
-@dataclass(frozen=True)
-class BrakeSettings:
-    storm_fraction: float = 0.5  # hold enforcement when more than this fraction drifts at once
-    storm_min_objects: int = 5  # ... and at least this many objects drift
-    fight_max_reverts: int = 3  # an object reverted more than this often within fight_window is left alone
-    fight_window: float = 600.0
-    max_reverts_per_cycle: int = 50
-
-
-@dataclass(frozen=True)
-class ImagePolicySettings:
-    name: str
-    image: str  # registry/repository, Docker Hub names allowed
-    policy: str  # semver | alphabetical | numerical
-    range: str = ""  # semver range
-    order: str = "asc"  # alphabetical / numerical: asc picks the highest
-    pattern: str = ""  # regex; a named group (?P<key>...) or the first group is the sort key
-    exclude: tuple[str, ...] = ("*.sig", "*.att", "*.sbom")
-    action: str = "report"  # report | write-back
-
-
-@dataclass(frozen=True)
-class WriteBackSettings:
-    author: str = "driftd <driftd@localhost>"
-    message: str = "driftd: update images\n\n{changes}"
-
-
-@dataclass(frozen=True)
-class SignatureSettings:
-    """``[environments.signatures]``: the keys whose commit signatures this environment trusts."""
-
-    trusted_key_files: tuple[Path, ...]  # OpenPGP public keys, SSH public keys or allowed-signers files
-
-
-@dataclass(frozen=True)
-class EnvironmentSettings:
-    name: str
-    repository: str
-    branch: str
-    mode: Mode = Mode.ALERT
-    interval: float = 60.0
-    severity: str = "warning"
-    dry_run: bool = False
-    kubernetes: KubernetesEnvSettings | None = None
-    aws: AwsEnvSettings | None = None
-    ignore: tuple[IgnoreRule, ...] = ()
-    enforce_windows: tuple[EnforceWindow, ...] = ()
-    brakes: BrakeSettings = BrakeSettings()
-    images: tuple[ImagePolicySettings, ...] = ()
-    write_back: WriteBackSettings = WriteBackSettings()
-    sops_age_key_file: Path | None = None  # age identity decrypting this environment's SOPS files
-    signatures: SignatureSettings | None = None  # set: act only on commits signed by a trusted key
-
-
-@dataclass(frozen=True)
-class Config:
-    path: Path
-    daemon: DaemonSettings
-    alertmanager: AlertmanagerSettings
-    clusters: Mapping[str, ClusterSettings]
-    aws_accounts: Mapping[str, AwsAccountSettings]
-    repositories: Mapping[str, RepositorySettings]
-    registries: Mapping[str, RegistrySettings]
-    environments: tuple[EnvironmentSettings, ...]
-
-    def environment(self, name: str) -> EnvironmentSettings:
-        for env in self.environments:
-            if env.name == name:
-                return env
-        raise KeyError(name)
+# The TOML table each settings dataclass is read from (the README's configuration reference headings).
+TABLES: dict[type, str] = {
+    Config: "top level",
+    DaemonSettings: "[daemon]",
+    AlertmanagerSettings: "[alertmanager]",
+    ClusterSettings: "[[clusters]]",
+    AwsAccountSettings: "[[aws_accounts]]",
+    RepositorySettings: "[[repositories]]",
+    RegistrySettings: "[[registries]]",
+    EnvironmentSettings: "[[environments]]",
+    KubernetesEnvSettings: "[environments.kubernetes]",
+    AwsEnvSettings: "[environments.aws]",
+    IgnoreRule: "[[environments.ignore]]",
+    EnforceWindow: "[[environments.enforce_windows]]",
+    BrakeSettings: "[environments.brakes]",
+    ImagePolicySettings: "[[environments.images]]",
+    WriteBackSettings: "[environments.write_back]",
+    SignatureSettings: "[environments.signatures]",
+}
 
 
 def default_config_path() -> Path:
@@ -280,7 +154,7 @@ class _Reader:
         self.errors.append(ConfigError(self.file, key, message))
 
     # Table helpers. Each returns a default on error so validation goes on.
-    def table(self, data: Mapping[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
+    def table(self, data: Mapping[str, Any], key: str, allowed: frozenset[str]) -> dict[str, Any]:
         if not isinstance(data, Mapping):
             self.err(key, f"expected a table, found {_tname(data)}")
             return {}
@@ -392,6 +266,10 @@ class _Reader:
             return default
         return v or default
 
+    def enum(self, t: Mapping[str, Any], key: str, name: str, cls: type[E], default: E) -> E:
+        """One value of a closed vocabulary; the choices are the enum's values."""
+        return cls(self.choice(t, key, name, tuple(m.value for m in cls), default.value))
+
     def list_of_tables(self, data: Mapping[str, Any], name: str) -> list[tuple[str, dict[str, Any]]]:
         v = data.get(name, [])
         if not isinstance(v, list):
@@ -420,8 +298,7 @@ class _Reader:
     # --- sections --------------------------------------------------------------------------
 
     def build(self, data: Mapping[str, Any]) -> Config:
-        top = self.table(data, "", {"daemon", "alertmanager", "clusters", "aws_accounts", "repositories",
-                                    "registries", "environments"})
+        top = self.table(data, "", toml_keys(Config))
         daemon = self.daemon(top.get("daemon", {}))
         am = self.alertmanager(top.get("alertmanager", {}))
         clusters = self.unique([(k, self.cluster(k, t)) for k, t in self.list_of_tables(top, "clusters")], "cluster")
@@ -442,9 +319,8 @@ class _Reader:
 
     def daemon(self, raw: Any) -> DaemonSettings:
         k = "daemon"
-        t = self.table(raw, k, {"state_dir", "listen", "log_format", "log_level", "retention",
-                                "shutdown_timeout", "git_concurrency"})
-        d = DaemonSettings()
+        t = self.table(raw, k, toml_keys(DaemonSettings))
+        d = defaults(DaemonSettings)
         state_dir = self.path(t, k, "state_dir") or d.state_dir
         listen = self.s(t, k, "listen", d.listen) or d.listen
         host, _, port = listen.rpartition(":")
@@ -463,8 +339,8 @@ class _Reader:
 
     def alertmanager(self, raw: Any) -> AlertmanagerSettings:
         k = "alertmanager"
-        t = self.table(raw, k, {"urls", "resend_interval", "error_grace", "timeout", "external_url"})
-        d = AlertmanagerSettings()
+        t = self.table(raw, k, toml_keys(AlertmanagerSettings))
+        d = defaults(AlertmanagerSettings)
         urls = self.strings(t, k, "urls")
         for i, u in enumerate(urls):
             if not re.match(r"^https?://[^/\s]+", u):
@@ -478,17 +354,18 @@ class _Reader:
         )
 
     def cluster(self, k: str, raw: dict[str, Any]) -> ClusterSettings:
-        t = self.table(raw, k, {"name", "kubeconfig", "context", "concurrency"})
+        t = self.table(raw, k, toml_keys(ClusterSettings))
+        d = defaults(ClusterSettings)
         return ClusterSettings(
             name=self.name(t, k),
             kubeconfig=self.path(t, k, "kubeconfig", secret=True),
             context=self.s(t, k, "context", None),
-            concurrency=self.positive_int(t, k, "concurrency", 8),
+            concurrency=self.positive_int(t, k, "concurrency", d.concurrency),
         )
 
     def account(self, k: str, raw: dict[str, Any]) -> AwsAccountSettings:
-        t = self.table(raw, k, {"name", "region", "profile", "role_arn", "endpoint_url",
-                                "web_identity_token_file", "concurrency", "cloudtrail"})
+        t = self.table(raw, k, toml_keys(AwsAccountSettings))
+        d = defaults(AwsAccountSettings)
         role = self.s(t, k, "role_arn", None)
         if role is not None and not re.match(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+", role):
             self.err(f"{k}.role_arn", f"expected arn:aws:iam::<12 digits>:role/<name>, found {role!r}")
@@ -502,13 +379,13 @@ class _Reader:
             role_arn=role,
             endpoint_url=self.s(t, k, "endpoint_url", None),
             web_identity_token_file=self.path(t, k, "web_identity_token_file"),
-            concurrency=self.positive_int(t, k, "concurrency", 8),
-            cloudtrail=bool(self.get(t, k, "cloudtrail", bool, True, "true or false")),
+            concurrency=self.positive_int(t, k, "concurrency", d.concurrency),
+            cloudtrail=bool(self.get(t, k, "cloudtrail", bool, d.cloudtrail, "true or false")),
         )
 
     def repository(self, k: str, raw: dict[str, Any]) -> RepositorySettings:
-        t = self.table(raw, k, {"name", "url", "poll_interval", "timeout", "token_file", "username",
-                                "ssh_key_file", "known_hosts_file"})
+        t = self.table(raw, k, toml_keys(RepositorySettings))
+        d = defaults(RepositorySettings)
         url = self.s(t, k, "url") or ""
         if re.match(r"^[a-z+]+://[^/@\s]*:[^/@\s]*@", url):
             # A secret in the URL would end up in logs and error messages; it belongs in a file.
@@ -523,8 +400,8 @@ class _Reader:
         return RepositorySettings(
             name=self.name(t, k),
             url=url,
-            poll_interval=self.duration(t, k, "poll_interval", 30.0),
-            timeout=self.duration(t, k, "timeout", 60.0),
+            poll_interval=self.duration(t, k, "poll_interval", d.poll_interval),
+            timeout=self.duration(t, k, "timeout", d.timeout),
             token_file=self.path(t, k, "token_file", secret=True),
             username=self.s(t, k, "username", None),
             ssh_key_file=self.path(t, k, "ssh_key_file", secret=True),
@@ -532,24 +409,23 @@ class _Reader:
         )
 
     def registry(self, k: str, raw: dict[str, Any]) -> RegistrySettings:
-        t = self.table(raw, k, {"host", "username", "password_file", "docker_config", "insecure",
-                                "concurrency", "aws_account"})
+        t = self.table(raw, k, toml_keys(RegistrySettings))
+        d = defaults(RegistrySettings)
         return RegistrySettings(
             host=self.s(t, k, "host") or "",
             username=self.s(t, k, "username", None),
             password_file=self.path(t, k, "password_file", secret=True),
             docker_config=self.path(t, k, "docker_config", secret=True),
-            insecure=bool(self.get(t, k, "insecure", bool, False, "true or false")),
-            concurrency=self.positive_int(t, k, "concurrency", 4),
+            insecure=bool(self.get(t, k, "insecure", bool, d.insecure, "true or false")),
+            concurrency=self.positive_int(t, k, "concurrency", d.concurrency),
             aws_account=self.s(t, k, "aws_account", None),
         )
 
     def environment(self, k: str, raw: dict[str, Any], clusters: Mapping[str, ClusterSettings],
                     accounts: Mapping[str, AwsAccountSettings],
                     repos: Mapping[str, RepositorySettings]) -> EnvironmentSettings:
-        t = self.table(raw, k, {"name", "repository", "branch", "mode", "interval", "severity", "dry_run",
-                                "kubernetes", "aws", "ignore", "enforce_windows", "brakes", "images",
-                                "write_back", "sops_age_key_file", "signatures"})
+        t = self.table(raw, k, toml_keys(EnvironmentSettings))
+        d = defaults(EnvironmentSettings)
         repo = self.s(t, k, "repository") or ""
         if repo and repo not in repos:
             self.err(f"{k}.repository", f"no [[repositories]] named {repo!r}" + _known(repos))
@@ -568,10 +444,10 @@ class _Reader:
             name=self.name(t, k),
             repository=repo,
             branch=self.s(t, k, "branch") or "",
-            mode=Mode(self.choice(t, k, "mode", tuple(m.value for m in Mode), Mode.ALERT.value)),
-            interval=self.duration(t, k, "interval", 60.0),
-            severity=self.choice(t, k, "severity", ("critical", "warning", "info"), "warning"),
-            dry_run=bool(self.get(t, k, "dry_run", bool, False, "true or false")),
+            mode=self.enum(t, k, "mode", Mode, d.mode),
+            interval=self.duration(t, k, "interval", d.interval),
+            severity=self.enum(t, k, "severity", Severity, d.severity),
+            dry_run=bool(self.get(t, k, "dry_run", bool, d.dry_run, "true or false")),
             kubernetes=kube,
             aws=aws,
             ignore=tuple(self.ignore(f"{k}.ignore[{i}]", x) for i, x in enumerate(self._sub_list(t, k, "ignore"))),
@@ -592,17 +468,16 @@ class _Reader:
         return [dict(x) for x in v]
 
     def kube_env(self, k: str, raw: Any, clusters: Mapping[str, ClusterSettings]) -> KubernetesEnvSettings:
-        t = self.table(raw, k, {"cluster", "path", "namespace", "prune", "prune_max_fraction", "watch_namespaces",
-                                "human_managers", "resync_interval"})
+        t = self.table(raw, k, toml_keys(KubernetesEnvSettings))
         cluster = self.s(t, k, "cluster") or ""
         if cluster and cluster not in clusters:
             self.err(f"{k}.cluster", f"no [[clusters]] named {cluster!r}" + _known(clusters))
-        d = KubernetesEnvSettings(cluster="")
+        d = defaults(KubernetesEnvSettings)
         return KubernetesEnvSettings(
             cluster=cluster,
             path=self.tree_path(t, k, "path", d.path),
             namespace=self.s(t, k, "namespace", d.namespace) or d.namespace,
-            prune=bool(self.get(t, k, "prune", bool, False, "true or false")),
+            prune=bool(self.get(t, k, "prune", bool, d.prune, "true or false")),
             prune_max_fraction=self.fraction(t, k, "prune_max_fraction", d.prune_max_fraction),
             watch_namespaces=self.strings(t, k, "watch_namespaces"),
             human_managers=self.strings(t, k, "human_managers", d.human_managers),
@@ -610,16 +485,17 @@ class _Reader:
         )
 
     def aws_env(self, k: str, raw: Any, accounts: Mapping[str, AwsAccountSettings]) -> AwsEnvSettings:
-        t = self.table(raw, k, {"account", "path", "parameters", "tag_filter", "unmanaged"})
+        t = self.table(raw, k, toml_keys(AwsEnvSettings))
+        d = defaults(AwsEnvSettings)
         account = self.s(t, k, "account") or ""
         if account and account not in accounts:
             self.err(f"{k}.account", f"no [[aws_accounts]] named {account!r}" + _known(accounts))
         return AwsEnvSettings(
             account=account,
-            path=self.tree_path(t, k, "path", "aws"),
+            path=self.tree_path(t, k, "path", d.path),
             parameters=self.str_map(t, k, "parameters"),
             tag_filter=self.str_map(t, k, "tag_filter"),
-            unmanaged=bool(self.get(t, k, "unmanaged", bool, True, "true or false")),
+            unmanaged=bool(self.get(t, k, "unmanaged", bool, d.unmanaged, "true or false")),
         )
 
     def tree_path(self, t: Mapping[str, Any], k: str, name: str, default: str) -> str:
@@ -633,7 +509,8 @@ class _Reader:
         return "/".join(parts)
 
     def ignore(self, k: str, raw: dict[str, Any]) -> IgnoreRule:
-        t = self.table(raw, k, {"kind", "name", "namespace", "paths", "target"})
+        t = self.table(raw, k, toml_keys(IgnoreRule))
+        d = defaults(IgnoreRule)
         paths = self.strings(t, k, "paths")
         if "paths" not in t:
             self.err(f"{k}.paths",
@@ -643,18 +520,19 @@ class _Reader:
                 self.err(f"{k}.paths[{i}]", f"expected a JSON pointer starting with '/', found {p!r}")
         return IgnoreRule(
             paths=paths,
-            kind=self.s(t, k, "kind", "*") or "*",
-            name=self.s(t, k, "name", "*") or "*",
-            namespace=self.s(t, k, "namespace", "*") or "*",
-            target=self.choice(t, k, "target", ("*", "kubernetes", "aws"), "*"),
+            kind=self.s(t, k, "kind", d.kind) or d.kind,
+            name=self.s(t, k, "name", d.name) or d.name,
+            namespace=self.s(t, k, "namespace", d.namespace) or d.namespace,
+            target=self.choice(t, k, "target", ("*", "kubernetes", "aws"), d.target),
         )
 
     def window(self, k: str, raw: dict[str, Any]) -> EnforceWindow:
-        t = self.table(raw, k, {"schedule", "duration", "timezone"})
+        t = self.table(raw, k, toml_keys(EnforceWindow))
+        d = defaults(EnforceWindow)
         sched = self.s(t, k, "schedule") or ""
         if sched and len(sched.split()) != 5:
             self.err(f"{k}.schedule", f"expected a five-field cron expression such as \"0 9 * * 1-5\", found {sched!r}")
-        tz = self.s(t, k, "timezone", "UTC") or "UTC"
+        tz = self.s(t, k, "timezone", d.timezone) or d.timezone
         try:
             import zoneinfo
 
@@ -666,9 +544,8 @@ class _Reader:
         return EnforceWindow(schedule=sched, duration=self.duration(t, k, "duration", 3600.0), timezone=tz)
 
     def brakes(self, k: str, raw: Any) -> BrakeSettings:
-        t = self.table(raw, k, {"storm_fraction", "storm_min_objects", "fight_max_reverts", "fight_window",
-                                "max_reverts_per_cycle"})
-        d = BrakeSettings()
+        t = self.table(raw, k, toml_keys(BrakeSettings))
+        d = defaults(BrakeSettings)
         return BrakeSettings(
             storm_fraction=self.fraction(t, k, "storm_fraction", d.storm_fraction),
             storm_min_objects=self.positive_int(t, k, "storm_min_objects", d.storm_min_objects),
@@ -678,9 +555,9 @@ class _Reader:
         )
 
     def image(self, k: str, raw: dict[str, Any]) -> ImagePolicySettings:
-        t = self.table(raw, k, {"name", "image", "semver", "alphabetical", "numerical", "order", "pattern",
-                                "exclude", "action"})
-        kinds = [x for x in ("semver", "alphabetical", "numerical") if x in t]
+        t = self.table(raw, k, toml_keys(ImagePolicySettings))
+        d = defaults(ImagePolicySettings)
+        kinds = [x for x in IMAGE_POLICY_KEYS if x in t]
         if len(kinds) != 1:
             self.err(k, "expected exactly one of semver = \"<range>\", alphabetical = true, numerical = true"
                      + (f", found {', '.join(kinds)}" if kinds else ""))
@@ -705,14 +582,14 @@ class _Reader:
             image=self.s(t, k, "image") or "",
             policy=policy,
             range=rng,
-            order=self.choice(t, k, "order", ("asc", "desc"), "asc"),
+            order=self.choice(t, k, "order", ("asc", "desc"), d.order),
             pattern=pattern,
-            exclude=self.strings(t, k, "exclude", ImagePolicySettings.exclude),
-            action=self.choice(t, k, "action", ("report", "write-back"), "report"),
+            exclude=self.strings(t, k, "exclude", d.exclude),
+            action=self.choice(t, k, "action", ("report", "write-back"), d.action),
         )
 
     def signatures(self, k: str, raw: Any) -> SignatureSettings | None:
-        t = self.table(raw, k, {"trusted_key_files"})
+        t = self.table(raw, k, toml_keys(SignatureSettings))
         files = self.strings(t, k, "trusted_key_files")
         if not files:
             # An empty list would trust nothing and stop the environment: say so now, not at the first commit.
@@ -729,8 +606,8 @@ class _Reader:
         return SignatureSettings(trusted_key_files=tuple(paths))
 
     def write_back(self, k: str, raw: Any) -> WriteBackSettings:
-        t = self.table(raw, k, {"author", "message"})
-        d = WriteBackSettings()
+        t = self.table(raw, k, toml_keys(WriteBackSettings))
+        d = defaults(WriteBackSettings)
         return WriteBackSettings(author=self.s(t, k, "author", d.author) or d.author,
                                  message=self.s(t, k, "message", d.message) or d.message)
 
@@ -743,7 +620,7 @@ def _known(m: Mapping[str, Any]) -> str:
     return f" (defined: {', '.join(sorted(m))})" if m else " (none defined)"
 
 
-def _closest(word: str, options: set[str]) -> str | None:
+def _closest(word: str, options: frozenset[str]) -> str | None:
     import difflib
 
     m = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.75)
