@@ -45,24 +45,22 @@ import anyio.abc
 from . import metrics
 from .alerting import AlertNotifier
 from .config import Config, EnvironmentSettings, load_config
-from .engine.images import ImagePoller
+from .engine.desired import refresh
+from .engine.images import ImageAudit
+from .engine.pools import PooledTarget, Sources, TargetPool
 from .engine.protocols import ImageFindingListener, ReportListener
 from .engine.reconciler import EnvRuntime, Reconciler, declared_keys, forget_metrics, utcnow
-from .engine.scheduler import Backoff, PooledTarget, Sources, TargetPool, aws_context, jitter, load_error
 from .engine.status import EngineStatus
+from .engine.timing import Backoff, jitter
 from .errors import ConfigErrors, DriftdError
 from .log import get_logger
 from .model import Action, DesiredState, ResourceKey, TargetKind
-from .policy.images import FindingKind, ImageFinding
-from .state import AuditEvent, EventKind, StateError, StateStore
+from .state import StateError, StateStore
 
 log = get_logger("driftd.daemon")
 
 DEBOUNCE = 0.2
 RETENTION_EVERY = 3600.0
-IMAGE_FINDINGS = "image-findings"  # kv namespace: the last recorded finding per (environment, policy, kind)
-_RECORDED = (FindingKind.UPDATE_AVAILABLE, FindingKind.TAG_MOVED, FindingKind.DIGEST_MISSING,
-             FindingKind.WRITTEN_BACK, FindingKind.WOULD_WRITE_BACK, FindingKind.WRITE_BACK_FAILED)
 
 
 @dataclass
@@ -111,7 +109,7 @@ class Daemon:
         self.status = EngineStatus(lambda: [w.rt for w in self.workers.values()])
         self.listeners: list[ReportListener] = []
         self.image_listeners: list[ImageFindingListener] = []
-        self.images: ImagePoller | None = None
+        self.images: ImageAudit | None = None
         self.notifier: AlertNotifier | None = None
         self.store: StateStore | None = None
         self.reconciler: Reconciler | None = None
@@ -228,10 +226,8 @@ class Daemon:
         await self.pool.update(new)
         await self._reconfigure_alerting(new)
         old = self.config
-        if self.images is not None and (old.registries, old.aws_accounts, old.repositories, old.daemon) != \
-                (new.registries, new.aws_accounts, new.repositories, new.daemon):
-            images, self.images = self.images, None  # rebuilt with the new settings at the next poll
-            await images.aclose()
+        if self.images is not None:
+            await self.images.reconfigure(new)
         self.config = new
         self.sources.update(new)
         removed = [n for n in self.workers if n not in {e.name for e in new.environments}]
@@ -372,24 +368,15 @@ class Daemon:
             return
         if w.revision_due:
             w.revision_due = False
-            state: DesiredState | None = None
-            if w.fetch_error is not None:
-                failed = w.fetch_error
-                last_good = rt.desired.revision if rt.desired else self.sources.loader.last_good_revision(env.name)
-            else:
-                result = await self.sources.load(env, **aws_context(self.config, env),
-                                                 cluster=self.pool.cluster_info(env))
-                state, failed = result.state, load_error(result)
-                last_good = rt.desired.revision if rt.desired else result.last_good_revision
-            if state is None:
-                rt.desired_error = desired_error_message(failed, last_good)
+            got = await refresh(rt, self.sources, self.config, fetch_error=w.fetch_error,
+                                cluster=self.pool.cluster_info(env))
+            if not got.loaded:
                 self._hold(w, next_full)
-                log.warning("desired.load_failed", env=env.name, last_good_revision=last_good, error=failed)
+                log.warning("desired.load_failed", env=env.name, last_good_revision=got.last_good, error=got.error)
                 await self.reconciler.publish(rt)
                 return
-            changed = rt.desired is None or rt.desired.revision != state.revision or rt.desired_error
-            rt.set_desired(state)
-            if changed:
+            if got.changed and rt.desired is not None:
+                state = rt.desired
                 log.info("desired.loaded", env=env.name, revision=state.revision,
                          kubernetes=len(state.kubernetes), aws=len(state.aws))
                 full |= {k for k, _ in self.pool.names(env)}
@@ -495,52 +482,13 @@ class Daemon:
                 await w.images_wake.wait()
 
     async def _poll_images(self, w: Worker, desired: DesiredState) -> None:
-        env = w.settings
         if self.images is None:
             assert self.store is not None
-            self.images = ImagePoller(self.config, self.store)
-        stats = await self.images.poll(env, desired)
-        await self._record_images(env, desired.revision, stats.findings)
-        for listener in self.image_listeners:
-            try:
-                await listener.image_findings(env, stats.findings)
-            except Exception:
-                log.exception("listener.failed", env=env.name)
-        if stats.write_back is not None and stats.write_back.revision:
-            log.info("images.written_back", env=env.name, revision=stats.write_back.revision)
-            wake = self.repo_wake.get(env.repository)
+            self.images = ImageAudit(self.config, self.store, self.image_listeners)
+        if await self.images.poll(w.settings, desired) is not None:
+            wake = self.repo_wake.get(w.settings.repository)
             if wake is not None:
                 wake.set()  # fetch the commit now: the environment then loads and applies it
-
-    async def _record_images(self, env: EnvironmentSettings, revision: str, findings: list[ImageFinding]) -> None:
-        """Each distinct finding once in the audit trail (kept in the kv across restarts); a state that
-        cleared (the update was applied) is forgotten, so its return is recorded again."""
-        store = self.store
-        if store is None:
-            return
-        now = utcnow()
-        events = []
-        failed = {f.policy for f in findings if f.kind is FindingKind.ERROR}
-        present = set()
-        for f in findings:
-            if f.kind not in _RECORDED:
-                continue
-            key = f"{env.name}|{f.policy}|{f.kind}"
-            present.add(key)
-            sig = "|".join(str(x) for x in (f.current, f.latest, f.tag, f.new_digest, f.revision, f.message))
-            if await store.kv_get(IMAGE_FINDINGS, key) == sig:
-                continue
-            await store.kv_put(IMAGE_FINDINGS, key, sig)
-            versions = f" {f.current} -> {f.latest}" if f.current or f.latest else ""
-            detail = f"; {f.message}" if f.message else ""
-            events.append(AuditEvent(now, env.name, EventKind.IMAGE, revision=f.revision or revision,
-                                     reason=f"{f.kind}: {f.policy} {f.image}{versions}{detail}"[:2000]))
-        for key in await store.kv_items(IMAGE_FINDINGS):
-            e, _, rest = key.partition("|")
-            if e == env.name and key not in present and rest.rpartition("|")[0] not in failed:
-                await store.kv_delete(IMAGE_FINDINGS, key)
-        if events:
-            await store.record_events(events)
 
     # --- housekeeping ----------------------------------------------------------------------
 
@@ -554,14 +502,6 @@ class Daemon:
                 except StateError as e:
                     log.warning("state.prune_failed", error=str(e))
             await anyio.sleep(RETENTION_EVERY)
-
-
-def desired_error_message(reason: str, last_good: str | None) -> str:
-    """The environment's error while its desired state cannot be read: the reason, and what is kept."""
-    if last_good is None:
-        return f"desired state unavailable: {reason}"
-    return (f"desired state unavailable: {reason}; keeping last good revision {last_good[:12]} "
-            "(nothing is reverted or pruned until Git can be read)")
 
 
 def run(config: Config) -> int:

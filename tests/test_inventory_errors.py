@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from driftd.config import EnvironmentSettings, KubernetesEnvSettings
-from driftd.engine.reconciler import EnvRuntime, PassKind, Reconciler
-from driftd.model import DesiredObject, DesiredState, Drift, ResourceKey, TargetKind, TargetResult
+from driftd.engine.reconciler import EnvRuntime, Reconciler
+from driftd.model import DesiredObject, DesiredState, Drift, PassKind, ResourceKey, TargetKind, TargetResult
 from driftd.state import StateStore
 from tests.daemon_support import GitRepo, configmap, write_config
 from tests.sandbox.procs import free_port
@@ -103,10 +103,10 @@ async def test_undetermined_old_keys_are_kept_and_a_failed_load_changes_nothing(
         target = FakeTarget(TargetResult(TargetKind.KUBERNETES, resources=2,
                                          errors=("ConfigMap unknown: cannot tell whether it is orphaned",),
                                          undetermined=frozenset({_key("unknown")})))
-        await rec.pass_target(rt, target, pass_kind=PassKind.DAEMON)
+        await rec.pass_target(rt, target, pass_kind=PassKind.RUN)
         assert await store.inventory("e", TargetKind.KUBERNETES) == {_key("a"), _key("new"), _key("unknown")}
 
         rt.desired_error = "cannot load the desired state"
         rt.desired = _desired("other")
-        await rec.pass_target(rt, target, pass_kind=PassKind.DAEMON)
+        await rec.pass_target(rt, target, pass_kind=PassKind.RUN)
         assert await store.inventory("e", TargetKind.KUBERNETES) == {_key("a"), _key("new"), _key("unknown")}

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -37,8 +37,12 @@ from ..policy.images import FindingKind, ImageFinding, ImagePolicy, ImageRef, co
 from ..policy.setters import ImageUpdate, SetterError, apply_setters
 from ..sources.git_writeback import PushAuth, WriteBackResult, commit_and_push
 from ..sources.registry import Registries, TagSource, count_requests
-from ..targets.aws.ecr_images import EcrTagSource
-from ..targets.aws.session import AccountSession
+from ..state import AuditEvent, EventKind, StateStore
+from .protocols import ImageFindingListener
+
+if TYPE_CHECKING:  # imported when an ECR registry is polled: aioboto3/botocore cost ~0.4 s to import
+    from ..targets.aws.ecr_images import EcrTagSource
+    from ..targets.aws.session import AccountSession
 
 log = get_logger(__name__)
 
@@ -121,6 +125,9 @@ class ImagePoller:
         if s is not None and s.aws_account:
             src = self._ecr.get(image.registry)
             if src is None:
+                from ..targets.aws.ecr_images import EcrTagSource
+                from ..targets.aws.session import AccountSession
+
                 session = self._aws.get(s.aws_account)
                 if session is None:
                     session = AccountSession(self.config.aws_accounts[s.aws_account])
@@ -301,3 +308,77 @@ def _names(ref: str, image: ImageRef) -> bool:
         return parse_image_ref(ref).name == image.name
     except ValueError:
         return False
+
+
+# -- the daemon's image audit -------------------------------------------------------------
+
+IMAGE_FINDINGS = "image-findings"  # kv namespace: the last recorded finding per (environment, policy, kind)
+_RECORDED = (FindingKind.UPDATE_AVAILABLE, FindingKind.TAG_MOVED, FindingKind.DIGEST_MISSING,
+             FindingKind.WRITTEN_BACK, FindingKind.WOULD_WRITE_BACK, FindingKind.WRITE_BACK_FAILED)
+
+
+class ImageAudit:
+    """The daemon's image policies: poll (one ``ImagePoller`` for every environment, built at first use),
+    record each distinct finding once in the audit trail, hand the findings to the listeners."""
+
+    def __init__(self, config: Config, store: StateStore, listeners: Sequence[ImageFindingListener]) -> None:
+        self.config = config
+        self.store = store
+        self.listeners = listeners  # the daemon's list: a notifier started by a reload joins it
+        self.poller: ImagePoller | None = None
+
+    async def reconfigure(self, new: Config) -> None:
+        """Registry clients and AWS sessions are rebuilt at the next poll when what they depend on changed."""
+        old, self.config = self.config, new
+        if self.poller is not None and (old.registries, old.aws_accounts, old.repositories, old.daemon) != \
+                (new.registries, new.aws_accounts, new.repositories, new.daemon):
+            poller, self.poller = self.poller, None
+            await poller.aclose()
+
+    async def aclose(self) -> None:
+        if self.poller is not None:
+            await self.poller.aclose()
+
+    async def poll(self, env: EnvironmentSettings, desired: DesiredState) -> str | None:
+        """One poll of ``env``'s policies; returns the revision a write-back pushed, if any."""
+        if self.poller is None:
+            self.poller = ImagePoller(self.config, self.store)
+        stats = await self.poller.poll(env, desired)
+        await self.record(env, desired.revision, stats.findings)
+        for listener in self.listeners:
+            try:
+                await listener.image_findings(env, stats.findings)
+            except Exception:
+                log.exception("listener.failed", env=env.name)
+        if stats.write_back is not None and stats.write_back.revision:
+            log.info("images.written_back", env=env.name, revision=stats.write_back.revision)
+            return stats.write_back.revision
+        return None
+
+    async def record(self, env: EnvironmentSettings, revision: str, findings: Sequence[ImageFinding]) -> None:
+        """Each distinct finding once in the audit trail (kept in the kv across restarts); a state that
+        cleared (the update was applied) is forgotten, so its return is recorded again."""
+        store = self.store
+        now = datetime.now(UTC)
+        events = []
+        failed = {f.policy for f in findings if f.kind is FindingKind.ERROR}
+        present = set()
+        for f in findings:
+            if f.kind not in _RECORDED:
+                continue
+            key = f"{env.name}|{f.policy}|{f.kind}"
+            present.add(key)
+            sig = "|".join(str(x) for x in (f.current, f.latest, f.tag, f.new_digest, f.revision, f.message))
+            if await store.kv_get(IMAGE_FINDINGS, key) == sig:
+                continue
+            await store.kv_put(IMAGE_FINDINGS, key, sig)
+            versions = f" {f.current} -> {f.latest}" if f.current or f.latest else ""
+            detail = f"; {f.message}" if f.message else ""
+            events.append(AuditEvent(now, env.name, EventKind.IMAGE, revision=f.revision or revision,
+                                     reason=f"{f.kind}: {f.policy} {f.image}{versions}{detail}"[:2000]))
+        for key in await store.kv_items(IMAGE_FINDINGS):
+            e, _, rest = key.partition("|")
+            if e == env.name and key not in present and rest.rpartition("|")[0] not in failed:
+                await store.kv_delete(IMAGE_FINDINGS, key)
+        if events:
+            await store.record_events(events)

@@ -20,10 +20,11 @@ import anyio
 from ..config import Config, EnvironmentSettings
 from ..errors import DriftdError
 from ..log import get_logger
-from ..model import EnvironmentReport, Report, Status, TargetKind
+from ..model import EnvironmentReport, PassKind, Report, Status, TargetKind
 from ..state import StateError, StateStore, db_path
-from .reconciler import EnvRuntime, PassKind, Reconciler, utcnow
-from .scheduler import Sources, TargetPool, aws_context, load_error
+from .desired import refresh
+from .pools import Sources, TargetPool
+from .reconciler import EnvRuntime, Reconciler, utcnow
 
 log = get_logger("driftd.engine")
 
@@ -92,16 +93,13 @@ class _Fetches:
 
 
 async def _one_env(config: Config, env: EnvironmentSettings, sources: Sources, pool: TargetPool,
-                   reconciler: Reconciler, target: TargetKind | None, pass_kind: str,
+                   reconciler: Reconciler, target: TargetKind | None, pass_kind: PassKind,
                    dry_run: bool | None, progress: Progress, fetches: _Fetches) -> EnvironmentReport:
     rt = EnvRuntime(env)
     progress.step(f"{env.name}: fetching {env.repository}")
     await fetches.fetch(env.repository)
-    result = await sources.load(env, **aws_context(config, env), cluster=pool.cluster_info(env))
-    if result.state is None:
-        rt.desired_error = load_error(result)
+    if not (await refresh(rt, sources, config, cluster=pool.cluster_info(env))).loaded:
         return await reconciler.publish(rt)
-    rt.set_desired(result.state)
     for kind, name in pool.names(env):
         if target is not None and kind is not target:
             continue
@@ -118,7 +116,7 @@ async def _one_env(config: Config, env: EnvironmentSettings, sources: Sources, p
     return await reconciler.publish(rt)
 
 
-async def _run(config: Config, envs: Sequence[EnvironmentSettings], target: TargetKind | None, pass_kind: str,
+async def _run(config: Config, envs: Sequence[EnvironmentSettings], target: TargetKind | None, pass_kind: PassKind,
                dry_run: bool | None) -> Report:
     sources = Sources(config)
     pool = TargetPool(config)

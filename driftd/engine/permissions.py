@@ -39,7 +39,7 @@ def resource_name(kind: str) -> str:
 
 
 async def _desired(config: Config) -> dict[str, DesiredState | None]:
-    from .scheduler import Sources, aws_context
+    from .pools import Sources, aws_context
 
     sources = Sources(config)
     out: dict[str, DesiredState | None] = {}

@@ -25,6 +25,7 @@ from ..model import (
     DriftKind,
     EnvironmentReport,
     ObjectMode,
+    PassKind,
     ResourceKey,
     Status,
     TargetKind,
@@ -121,12 +122,6 @@ def prune_allowed(env: EnvironmentSettings, kind: TargetKind) -> bool:
     return kind is TargetKind.KUBERNETES and env.kubernetes is not None and env.kubernetes.prune
 
 
-class PassKind:
-    CHECK = "check"  # read-only (driftd check)
-    DAEMON = "daemon"  # modes, windows and brakes apply
-    SYNC = "sync"  # driftd sync: revert whatever is reportable
-
-
 @dataclass(frozen=True)
 class PassResult:
     kind: TargetKind
@@ -148,7 +143,7 @@ class Reconciler:
         self.revert_timeout = revert_timeout
 
     async def pass_target(self, rt: EnvRuntime, target: Target, *, keys: frozenset[ResourceKey] | None = None,
-                          pass_kind: str = PassKind.DAEMON, dry_run: bool | None = None) -> PassResult:
+                          pass_kind: PassKind = PassKind.RUN, dry_run: bool | None = None) -> PassResult:
         """One target of one environment; ``keys`` restricts it to what an event touched."""
         env, kind = rt.settings, target.kind
         view = rt.view(kind)

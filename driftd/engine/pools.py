@@ -1,4 +1,4 @@
-"""Plumbing shared by the one-shot CLI and the daemon: sources, targets, backoff, jitter, debounce.
+"""The shared pools of the one-shot CLI and the daemon: repository caches and targets.
 
 - ``Sources``: one repository cache per repository (fetched once for all its environments),
   the desired-state loader, and a limiter shared by every git worker thread.
@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import importlib
-import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,33 +20,12 @@ from .. import metrics
 from ..config import Config, EnvironmentSettings, RepositorySettings
 from ..errors import DriftdError, SourceError
 from ..log import get_logger
-from ..model import ClusterInfo, DesiredState, TargetKind
+from ..model import ClusterInfo, TargetKind
 from ..sources.git import FetchResult, RepositoryCache
 from ..sources.loader import ClusterInfoSource, DesiredStateLoader, LoadResult
 from .protocols import Target
 
 log = get_logger("driftd.engine")
-
-
-def jitter(seconds: float, fraction: float = 0.1) -> float:
-    """Spread periodic work so a hundred environments do not poll in the same second."""
-    return max(0.0, seconds * (1 + random.uniform(-fraction, fraction)))
-
-
-@dataclass
-class Backoff:
-    """Capped exponential backoff with full jitter; ``reset`` on success."""
-
-    base: float = 1.0
-    cap: float = 300.0
-    failures: int = 0
-
-    def next_delay(self) -> float:
-        self.failures += 1
-        return random.uniform(self.base, min(self.cap, self.base * 2 ** min(self.failures, 20)))
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class Sources:
@@ -87,15 +65,6 @@ class Sources:
     async def load(self, env: EnvironmentSettings, account_id: str = "", region: str = "",
                    cluster: ClusterInfoSource | None = None) -> LoadResult:
         return await self.loader.load(env, account_id=account_id, region=region, cluster=cluster)
-
-
-def load_error(result: LoadResult) -> str:
-    msg = result.error or "desired state could not be loaded"
-    if result.problems:
-        msg += ": " + "; ".join(str(p) for p in result.problems[:5])
-        if len(result.problems) > 5:
-            msg += f" (+{len(result.problems) - 5} more)"
-    return msg
 
 
 @dataclass
@@ -187,7 +156,3 @@ def aws_context(config: Config, env: EnvironmentSettings) -> Mapping[str, str]:
         return {}
     acct = config.aws_accounts.get(env.aws.account)
     return {"region": acct.region} if acct else {}
-
-
-def empty_state(revision: str) -> DesiredState:
-    return DesiredState(revision=revision)
