@@ -140,7 +140,8 @@ def write_config(path: Path, sandbox: Sandbox, *, repo_url: str, state_dir: Path
                  aws: bool = False) -> Path:
     """A config for the sandbox. ``alertmanager``: True for the sandbox's first Alertmanager, or a list of URLs.
     Each env dict holds its keys plus optional sub-tables: ``kubernetes``,
-    ``aws`` (account "sandbox", moto), ``brakes``, ``write_back``, and lists ``images`` and ``enforce_windows``."""
+    ``aws`` (account "sandbox", moto), ``brakes``, ``write_back``, ``signatures``, and lists ``images`` and
+    ``enforce_windows``."""
     lines = ["[daemon]", f"state_dir = {toml_value(str(state_dir))}", f"listen = \"127.0.0.1:{port}\"",
              "log_format = \"json\"", "log_level = \"info\"", "shutdown_timeout = \"15s\"", ""]
     urls = [sandbox.alertmanager] if alertmanager is True else list(alertmanager or [])
@@ -156,7 +157,7 @@ def write_config(path: Path, sandbox: Sandbox, *, repo_url: str, state_dir: Path
         lines += [*_table("[[registries]]", reg), ""]
     for env in envs:
         env = dict(env)
-        subs = {k: env.pop(k) for k in ("kubernetes", "aws", "brakes", "write_back") if k in env}
+        subs = {k: env.pop(k) for k in ("kubernetes", "aws", "brakes", "write_back", "signatures") if k in env}
         lists = {k: env.pop(k, []) for k in ("images", "enforce_windows")}
         env.setdefault("repository", "repo")
         env.setdefault("branch", "main")

@@ -213,3 +213,44 @@ def test_build_tools_script_honours_an_existing_directory(tmp_path: Path) -> Non
                          env={**os.environ, "DRIFTD_TOOLS_BIN": str(tmp_path)}, cwd=str(Path(__file__).parent.parent))
     assert out.stdout.strip() == str(tmp_path)
     assert sys.executable  # the script needs no Python
+
+
+@pytest.mark.anyio
+async def test_chart_from_a_chart_repository_pinned_by_version(tmp_path: Path) -> None:
+    """A real chart repository (index.yaml + packaged chart, made by helm, served over HTTP)."""
+    import functools
+    import http.server
+    import threading
+
+    repo = tmp_path / "chartrepo"
+    repo.mkdir()
+    await anyio.run_process([helm(), "package", str(CORPUS_HELM / "podinfo"), "-d", str(repo)])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(repo))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        await anyio.run_process([helm(), "repo", "index", str(repo), "--url", url])
+        work = Work(tmp_path)
+        work.commit({"k8s/driftd-helm.yaml": f"releases:\n  - name: remote\n    repository: {url}\n"
+                     "    chart: podinfo\n    version: 6.14.1\n    values: {replicaCount: 3}\n"})
+        r, loader = await load(work, tmp_path)
+        assert kinds(r) == Counter({"Deployment": 1, "Service": 1})
+        assert r.state is not None
+        dep = next(o for o in r.state.kubernetes if o.key.kind == "Deployment")
+        assert dep.body["spec"]["replicas"] == 3
+        # Same repository, chart, version and values on the next commit: not fetched nor rendered again.
+        work.commit({"k8s/other.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: o}\n"})
+        r2, _ = await load(work, tmp_path, loader)
+        assert r2.ok
+        assert loader.helm.renders == 1
+        # A version the repository does not have: the release's error.
+        work.commit({"k8s/driftd-helm.yaml": f"releases:\n  - name: remote\n    repository: {url}\n"
+                     "    chart: podinfo\n    version: 9.9.9\n"})
+        r3, _ = await load(work, tmp_path, loader)
+        assert not r3.ok
+        assert "helm template remote failed" in str(r3.problems[0])
+        assert "9.9.9" in str(r3.problems[0])
+    finally:
+        server.shutdown()
+        server.server_close()

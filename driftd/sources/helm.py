@@ -16,6 +16,7 @@ releases::
       - name: podinfo-oci
         chart: oci://ghcr.io/stefanprodan/charts/podinfo                # or an OCI reference
         version: 6.14.1
+        plain_http: false             # true: the registry / repository speaks plain HTTP (in-cluster)
 
 Rendering runs ``helm template`` with the cluster's version and API versions (``--kube-version``,
 ``--api-versions``), without hooks and chart tests (``--no-hooks --skip-tests``), CRDs included as
@@ -58,7 +59,7 @@ DEFAULT_MAX_OUTPUT = 32 * 1024 * 1024  # rendered YAML of one release
 FALLBACK_CLUSTER = ClusterInfo(kube_version="v1.34.0", api_versions=())
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # helm: a DNS-1123 label, at most 53 characters
-_KEYS = {"name", "namespace", "chart", "repository", "version", "values_files", "values"}
+_KEYS = {"name", "namespace", "chart", "repository", "version", "values_files", "values", "plain_http"}
 
 
 def is_release_file(path: str) -> bool:
@@ -76,6 +77,7 @@ class HelmRelease:
     version: str | None
     values_files: tuple[str, ...]  # repository paths
     values: Mapping[str, Any]
+    plain_http: bool = False  # an OCI registry or chart repository served over plain HTTP (in-cluster)
 
     @property
     def local(self) -> bool:
@@ -136,6 +138,10 @@ def parse_releases(data: bytes, file: str, limits: Limits = DEFAULT_LIMITS
         if not remote and version is not None:
             err("version applies to a chart from a repository or an OCI registry; a chart in Git is versioned by Git")
             continue
+        plain_http = r.get("plain_http", False)
+        if not isinstance(plain_http, bool) or (plain_http and not remote):
+            err("plain_http is true or false, for a chart from a repository or an OCI registry")
+            continue
         if not remote:
             chart = posixpath.normpath(posixpath.join(base, chart))
             if chart.startswith("../") or chart == ".." or posixpath.isabs(chart):
@@ -155,7 +161,8 @@ def parse_releases(data: bytes, file: str, limits: Limits = DEFAULT_LIMITS
             err(f"release {name} is declared twice in this file (also releases[{seen[ident]}])")
             continue
         seen[ident] = i
-        out.append(HelmRelease(file, line, name, ns, chart, repo, version if remote else None, vpaths, values))
+        out.append(HelmRelease(file, line, name, ns, chart, repo, version if remote else None, vpaths, values,
+                               plain_http))
     return out, errors
 
 
@@ -254,6 +261,8 @@ class HelmRenderer:
             if release.repository:
                 argv += ["--repo", release.repository]
             argv += ["--version", str(release.version)]
+            if release.plain_http:
+                argv.append("--plain-http")
         argv += ["--namespace", namespace, "--kube-version", cluster.kube_version,
                  "--no-hooks", "--skip-tests", "--include-crds"]
         for gv in cluster.api_versions:
