@@ -36,6 +36,7 @@ class Ctx:
     region: str
     tag_filter: Mapping[str, str] = field(default_factory=dict)
     unmanaged: bool = False  # the pass also lists everything in scope: prefer list-all reads
+    stack_name: str = ""  # AWS::StackName (the environment's name): finds resources by CloudFormation's tags
     memo: dict[str, Any] = field(default_factory=dict)
     failed: dict[tuple[str, str], str] = field(default_factory=dict)  # (type, physical id) -> why it is unknown
     _locks: dict[str, anyio.Lock] = field(default_factory=dict)

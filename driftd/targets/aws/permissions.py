@@ -29,7 +29,8 @@ _ACTION_FOR = {
     "s3:HeadBucket": "s3:ListBucket",
     "lambda:ListFunctions20150331": "lambda:ListFunctions",
 }
-_PREFIX = {"ecr": "ecr", "lambda": "lambda", "autoscaling": "autoscaling", "route53": "route53"}
+_PREFIX = {"ecr": "ecr", "lambda": "lambda", "autoscaling": "autoscaling", "route53": "route53",
+           "elbv2": "elasticloadbalancing"}
 
 
 def iam_action(operation: str) -> str:

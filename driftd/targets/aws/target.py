@@ -38,9 +38,13 @@ log = get_logger(__name__)
 
 # Creation order: what others refer to comes first (a role before the function that assumes it,
 # a bucket before its policy, a zone's records last).
-CREATE_ORDER = ("AWS::IAM::Role", "AWS::EC2::SecurityGroup", "AWS::S3::Bucket", "AWS::S3::BucketPolicy",
-                "AWS::SSM::Parameter", "AWS::DynamoDB::Table", "AWS::ECR::Repository", "AWS::Lambda::Function",
-                "AWS::AutoScaling::AutoScalingGroup", "AWS::Route53::RecordSet")
+CREATE_ORDER = ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::RouteTable", "AWS::KMS::Key", "AWS::KMS::Alias",
+                "AWS::IAM::Role", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy", "AWS::IAM::Policy",
+                "AWS::IAM::InstanceProfile", "AWS::EC2::SecurityGroup", "AWS::EC2::EIP", "AWS::S3::Bucket",
+                "AWS::S3::BucketPolicy", "AWS::SSM::Parameter", "AWS::SecretsManager::Secret", "AWS::Logs::LogGroup",
+                "AWS::SNS::Topic", "AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::ECR::Repository",
+                "AWS::Lambda::Function", "AWS::EC2::LaunchTemplate", "AWS::AutoScaling::AutoScalingGroup",
+                "AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::CloudWatch::Alarm", "AWS::Route53::RecordSet")
 NEVER_DELETE = "driftd never deletes AWS resources: delete it by hand, or declare it in Git"
 
 
@@ -73,7 +77,8 @@ class AwsTarget:
     def _ctx(self, env: EnvironmentSettings, *, unmanaged: bool) -> Ctx:
         assert env.aws is not None
         s = self.session(env.aws.account)
-        return Ctx(session=s, region=s.region, tag_filter=dict(env.aws.tag_filter), unmanaged=unmanaged)
+        return Ctx(session=s, region=s.region, tag_filter=dict(env.aws.tag_filter), unmanaged=unmanaged,
+                   stack_name=env.name)
 
     # --- check -----------------------------------------------------------------------------------
 
