@@ -346,6 +346,14 @@ class DesiredStateLoader:
                 failed(f"values file {missing[0]} does not exist (values files must be below "
                        f"{inside or '/'}, the environment's path)")
                 continue
+            sealed = [v for v in r.values_files
+                      if b"sops:" in data[v] and is_encrypted(parse_file(data[v], v).documents)]
+            if sealed:
+                # helm reads values from files: decrypting one would put its cleartext on disk. Refuse, loudly,
+                # rather than render ENC[...] strings as values.
+                failed(f"values file {sealed[0]} is encrypted with SOPS, which is not supported for Helm values "
+                       "(keep secrets in SOPS-encrypted manifests next to the release file)")
+                continue
             chart_files: Callable[[], Awaitable[Mapping[str, bytes]]] | None = None
             if r.local:
                 digest = await cache.tree_id(snap.commit, r.chart)
