@@ -35,6 +35,17 @@ image_update_available = Gauge("driftd_image_update_available",
                                "1 when the environment runs an older version than its image policy's latest",
                                ["environment", "image"], registry=REGISTRY)
 
+# Replicas sharing environments ([coordination]); each replica exports what it holds.
+environment_holder = Gauge("driftd_environment_holder",
+                           "1 for each environment whose lease this replica holds (label replica: this replica)",
+                           ["environment", "replica"], registry=REGISTRY)
+replica_members = Gauge("driftd_replica_members", "Live replicas of the group as this replica sees them",
+                        registry=REGISTRY)
+lease_transitions = Counter("driftd_lease_transitions_total",
+                            "Environment leases acquired, released (handed over) or lost (not renewed in time)",
+                            ["event"], registry=REGISTRY)
+lease_errors = Counter("driftd_lease_errors_total", "Failed lease reads and writes", registry=REGISTRY)
+
 
 # Every metric with an ``environment`` label, with its label names in declaration order.
 BY_ENVIRONMENT: tuple[tuple[MetricWrapperBase, tuple[str, ...]], ...] = (

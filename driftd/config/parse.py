@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -29,6 +30,7 @@ from .settings import (
     BrakeSettings,
     ClusterSettings,
     Config,
+    CoordinationSettings,
     DaemonSettings,
     EnforceWindow,
     EnvironmentSettings,
@@ -89,6 +91,7 @@ def defaults(cls: type) -> Any:
 # The TOML table each settings dataclass is read from (the README's configuration reference headings).
 TABLES: dict[type, str] = {
     Config: "top level",
+    CoordinationSettings: "[coordination]",
     DaemonSettings: "[daemon]",
     AlertmanagerSettings: "[alertmanager]",
     ClusterSettings: "[[clusters]]",
@@ -313,9 +316,33 @@ class _Reader:
         regs = self.unique(reg_list, "registry")
         envs = self.unique([(k, self.environment(k, t, clusters, accounts, repos))
                             for k, t in self.list_of_tables(top, "environments")], "environment")
+        coordination = self.coordination(top["coordination"], clusters) if "coordination" in top else None
         return Config(path=Path(self.file), daemon=daemon, alertmanager=am, clusters=clusters,
                       aws_accounts=accounts, repositories=repos, registries=regs,
-                      environments=tuple(envs.values()))
+                      environments=tuple(envs.values()), coordination=coordination)
+
+    def coordination(self, raw: Any, clusters: Mapping[str, ClusterSettings]) -> CoordinationSettings | None:
+        k = "coordination"
+        t = self.table(raw, k, toml_keys(CoordinationSettings))
+        d = defaults(CoordinationSettings)
+        cluster = self.s(t, k, "cluster")
+        if isinstance(cluster, str) and cluster not in clusters:
+            self.err(f"{k}.cluster", f"no [[clusters]] named {cluster!r}" + _known(clusters))
+        namespace = self.s(t, k, "namespace")
+        # A StatefulSet pod's hostname is its stable name (driftd-0, driftd-1): the default identity.
+        identity = self.s(t, k, "identity", d.identity) or \
+            (os.environ.get("DRIFTD_REPLICA") or socket.gethostname()).lower()
+        group = self.s(t, k, "group", d.group) or d.group
+        for key, v in (("namespace", namespace), ("identity", identity), ("group", group)):
+            if isinstance(v, str) and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?", v):
+                self.err(f"{k}.{key}", f"expected a lower-case DNS name (a-z, 0-9, '-', '.'), found {v!r}")
+        duration = self.duration(t, k, "lease_duration", d.lease_duration)
+        if duration < 3:
+            self.err(f"{k}.lease_duration", f"expected at least 3s (renewed every third of it), found {duration:g}s")
+        if not isinstance(cluster, str) or not isinstance(namespace, str):
+            return None
+        return CoordinationSettings(cluster=cluster, namespace=namespace, identity=identity, group=group,
+                                    lease_duration=duration)
 
     def daemon(self, raw: Any) -> DaemonSettings:
         k = "daemon"

@@ -195,6 +195,27 @@ class EnvironmentSettings:
 
 
 @dataclass(frozen=True)
+class CoordinationSettings:
+    """``[coordination]``: replicas sharing the environments through Leases on one cluster."""
+
+    cluster: str  # a [[clusters]] name: where the Leases live
+    namespace: str
+    identity: str = ""  # this replica's name, unique in the group; "" -> $DRIFTD_REPLICA or the hostname
+    group: str = "driftd"  # replicas with the same group share the environments
+    lease_duration: float = 15.0
+
+    @property
+    def renew_interval(self) -> float:
+        """A lease is renewed three times per duration: two renewals may fail before it is lost."""
+        return self.lease_duration / 3
+
+    @property
+    def poll_interval(self) -> float:
+        """How often the leases are listed: a dead replica is noticed within duration + this."""
+        return min(2.0, self.lease_duration / 5)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path = field(metadata=derived("the file given with --config"))
     daemon: DaemonSettings
@@ -204,6 +225,7 @@ class Config:
     repositories: Mapping[str, RepositorySettings]
     registries: Mapping[str, RegistrySettings]
     environments: tuple[EnvironmentSettings, ...]
+    coordination: CoordinationSettings | None = None  # None: this one replica acts on every environment
 
     def environment(self, name: str) -> EnvironmentSettings:
         for env in self.environments:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from ..config import EnvironmentSettings
 from ..model import DesiredState, Drift, EnvironmentReport, ResourceKey, TargetKind, TargetResult
 from ..policy.images import ImageFinding
+from ..policy.leases import LeaseKind, LeaseRecord
 
 
 class Target(Protocol):
@@ -79,4 +80,43 @@ class StatusView(Protocol):
 
     def ready(self) -> bool:
         """Config loaded and every environment checked at least once (successfully or not)."""
+        ...
+
+
+class LeaseStore(Protocol):
+    """Where replicas' leases live (``coordination.k8s.io`` Leases of one group in one namespace:
+    ``driftd.targets.kubernetes.leases``). Writes are compare-and-swap on ``LeaseRecord.version``:
+    losing a race is an answer (None), not an error. Other failures raise ``DriftdError``."""
+
+    async def list(self) -> Sequence[LeaseRecord]: ...
+
+    async def create(self, kind: LeaseKind, subject: str, *, holder: str, duration: float,
+                     annotations: Mapping[str, str]) -> LeaseRecord | None:
+        """None: it exists already (someone else created it first)."""
+        ...
+
+    async def update(self, lease: LeaseRecord, *, holder: str, duration: float,
+                     annotations: Mapping[str, str] | None = None) -> LeaseRecord | None:
+        """Write ``lease`` as of ``lease.version``; None: it changed meanwhile. ``annotations`` None keeps them."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class ShardListener(Protocol):
+    """Told by the coordinator when this replica gains or gives up an environment (the daemon)."""
+
+    async def acquired(self, env: str, handover: Mapping[str, str]) -> None:
+        """The environment's lease is ours: start acting. ``handover`` is what the previous holder
+        published with ``handover_state`` (empty for a first holder)."""
+        ...
+
+    async def released(self, env: str, *, lost: bool) -> None:
+        """Stop acting on ``env``; return only once nothing acts on it any more (in-flight reverts recorded).
+        ``lost``: the lease could not be renewed in time (another replica may take it now)."""
+        ...
+
+    def handover_state(self, env: str) -> Mapping[str, str]:
+        """Published on the environment's lease at every renewal, for whoever holds it next (the open
+        alerts with their startsAt). Small: Kubernetes caps an object's annotations at 256 KiB."""
         ...
