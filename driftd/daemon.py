@@ -33,9 +33,10 @@ removed or restarted, and the caches of repositories and targets that did not ch
 from __future__ import annotations
 
 import contextlib
+import importlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -45,10 +46,11 @@ import anyio.abc
 from . import metrics
 from .alerting import AlertNotifier
 from .config import Config, EnvironmentSettings, load_config
+from .engine.coordination import Coordinator
 from .engine.desired import refresh
 from .engine.images import ImageAudit
 from .engine.pools import PooledTarget, Sources, TargetPool
-from .engine.protocols import ImageFindingListener, ReportListener
+from .engine.protocols import ImageFindingListener, LeaseStore, ReportListener
 from .engine.reconciler import EnvRuntime, Reconciler, declared_keys, forget_metrics, utcnow
 from .engine.status import EngineStatus
 from .engine.timing import Backoff, jitter
@@ -118,6 +120,8 @@ class Daemon:
         self.tg: anyio.abc.TaskGroup | None = None
         self._dispatch: dict[tuple[TargetKind, str], Callable[[ResourceKey], None]] = {}
         self._systemd: object | None = None
+        self.coordinator: Coordinator | None = None  # [coordination]: replicas share the environments
+        self._leases: LeaseStore | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -143,14 +147,27 @@ class Daemon:
                 root.cancel_scope.cancel()
                 return 2
             # After the faces: the reconciler copies the listener list, the notifier must be in it.
-            self.reconciler = Reconciler(store, self.listeners, revert_timeout=max(1.0, shutdown * 0.8))
+            coord = self.config.coordination
+            # With replicas, the audit trail says which one acted; alone, it stays "driftd" as always.
+            actor = f"driftd/{coord.identity}" if coord is not None else "driftd"
+            self.reconciler = Reconciler(store, self.listeners, revert_timeout=max(1.0, shutdown * 0.8),
+                                         actor=actor)
             root.start_soon(self._retention)
+            if coord is not None:
+                try:
+                    await self._start_coordinator(root)
+                except DriftdError as e:
+                    log.error("daemon.start_failed", error=str(e))
+                    root.cancel_scope.cancel()
+                    return 2
             self._apply(self.config, first=True)
             self.status.config_loaded = True
             log.info("daemon.started", environments=len(self.config.environments),
                      repositories=len(self.sources.caches))
         # Here every task has stopped: shielded reverts finished and were recorded.
         with anyio.CancelScope(shield=True), anyio.move_on_after(shutdown):
+            if self._leases is not None:
+                await self._leases.aclose()
             await self.pool.aclose()
             if self.images is not None:
                 await self.images.aclose()
@@ -177,6 +194,51 @@ class Daemon:
             return
         self._systemd = systemd.Notifier.from_env()
         root.start_soon(systemd.supervise, self.status, self._systemd)
+
+    async def _start_coordinator(self, root: anyio.abc.TaskGroup) -> None:
+        """Leases on the configured cluster (kubernetes_asyncio lives in targets.kubernetes: loaded by name)."""
+        coord = self.config.coordination
+        assert coord is not None
+        cluster = self.config.clusters[coord.cluster]
+        module = importlib.import_module("driftd.targets.kubernetes.leases")
+        self._leases = await module.KubeLeaseStore.open(coord, cluster)
+        self.coordinator = Coordinator(coord, self._leases, self)
+        self.status.coordinator = self.coordinator
+        log.info("coordination.joining", replica=coord.identity, group=coord.group, namespace=coord.namespace,
+                 cluster=coord.cluster, lease_duration=coord.lease_duration)
+        await root.start(self.coordinator.run)
+
+    # --- ShardListener: the coordinator hands environments to this replica and takes them back ---
+
+    async def acquired(self, env: str, handover: Mapping[str, str]) -> None:
+        settings = next((e for e in self.config.environments if e.name == env), None)
+        if settings is None or self.tg is None:
+            return
+        old = self.workers.get(env)
+        if old is not None:  # lost a moment ago and taken back: let the old worker finish first
+            old.scope.cancel()
+            with anyio.move_on_after(self.config.daemon.shutdown_timeout):
+                await old.done.wait()
+        if self.notifier is not None:
+            self.notifier.adopt(env, handover)
+        w = Worker(settings, EnvRuntime(settings))
+        self.workers[env] = w
+        self.tg.start_soon(self._worker, w)
+
+    async def released(self, env: str, *, lost: bool) -> None:
+        w = self.workers.pop(env, None)
+        if w is not None:
+            w.scope.cancel()
+            # In-flight reverts are shielded: they finish and are recorded before the lease is let go.
+            with anyio.move_on_after(self.config.daemon.shutdown_timeout):
+                await w.done.wait()
+        forget_metrics(env)  # the new holder exports this environment's series
+        if self.notifier is not None:
+            self.notifier.hand_off(env)
+        log.info("env.handed_over" if not lost else "env.lost", env=env)
+
+    def handover_state(self, env: str) -> Mapping[str, str]:
+        return self.notifier.handover_state(env) if self.notifier is not None else {}
 
     def _start_notifier(self, root: anyio.abc.TaskGroup, config: Config) -> AlertNotifier:
         notifier = self.notifier = AlertNotifier(config.alertmanager, config.daemon)
@@ -249,11 +311,17 @@ class Daemon:
         self._notify_systemd("ready")
 
     def _apply(self, config: Config, *, first: bool) -> None:
-        """Start what is new, restart what changed; repository loops follow their environments."""
+        """Start what is new, restart what changed; repository loops follow their environments.
+        With ``[coordination]`` only the environments this replica holds have workers; the coordinator
+        starts and stops the others' as leases come and go."""
         assert self.tg is not None
+        if self.coordinator is not None:
+            self.coordinator.set_environments(tuple(e.name for e in config.environments))
         for env in config.environments:
             w = self.workers.get(env.name)
             if w is not None and w.settings == env:
+                continue
+            if self.coordinator is not None and not self.coordinator.holds(env.name):
                 continue
             if w is not None:
                 w.scope.cancel()
@@ -358,6 +426,12 @@ class Daemon:
         env, rt = w.settings, w.rt
         assert self.reconciler is not None
         assert self.store is not None
+        if self.coordinator is not None and not self.coordinator.may_act(env.name):
+            # The lease is about to lapse (renewals failing): no pass may start that could outlive it; the
+            # coordinator stops this worker in a moment, and whoever takes over runs a full pass.
+            self._hold(w, next_full)
+            w.revision_due = False
+            return
         full: set[TargetKind] = set(w.full_due)
         w.full_due.clear()
         now = time.monotonic()

@@ -6,6 +6,8 @@ Routes:
   /readyz                          200 once config is loaded and every environment was checked once
   /api/v1/environments             every environment's latest report (secrets redacted)
   /api/v1/environments/{name}      one environment
+  /api/v1/replicas                 with [coordination]: this replica, the live members, who holds which
+                                   environment (404 without)
   /api/v1/environments/{name}/objects/{target}/{kind}/{namespace or _}/{object}
                                    one object's drift (alerts' generatorURL points here)
 """
@@ -13,8 +15,8 @@ Routes:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, cast
 
 import anyio
 import anyio.abc
@@ -67,15 +69,41 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.Response(text="not ready: not every environment has been checked yet\n", status=503)
 
 
+def _replicas_of(status: StatusView) -> Mapping[str, object] | None:
+    fn = getattr(status, "replicas", None)  # optional: only the engine's view with [coordination] has it
+    return None if fn is None else cast("Mapping[str, object] | None", fn())
+
+
 async def _environments(request: web.Request) -> web.Response:
-    reports = request.app[_STATUS].reports()
-    return _json({"environments": [redact_report(r).to_dict() for r in reports]})
+    status = request.app[_STATUS]
+    body: dict[str, Any] = {"environments": [redact_report(r).to_dict() for r in status.reports()]}
+    replicas = _replicas_of(status)
+    if replicas is not None:
+        # Each replica reports the environments it holds; "replicas" says who holds the others.
+        holder = replicas.get("identity")
+        for env in body["environments"]:
+            env["holder"] = holder
+        body["replicas"] = replicas
+    return _json(body)
+
+
+async def _replicas(request: web.Request) -> web.Response:
+    replicas = _replicas_of(request.app[_STATUS])
+    if replicas is None:
+        return _json({"error": "no [coordination]: this is the only replica"}, 404)
+    return _json(replicas)
 
 
 async def _environment(request: web.Request) -> web.Response:
     r = _find(request)
     if r is None:
-        return _json({"error": f"no environment named {request.match_info['name']!r}"}, 404)
+        replicas = _replicas_of(request.app[_STATUS])
+        holders = replicas.get("holders") if replicas is not None else None
+        name = request.match_info["name"]
+        if isinstance(holders, Mapping) and name in holders:
+            return _json({"error": f"environment {name!r} is held by another replica",
+                          "holder": holders[name]}, 404)
+        return _json({"error": f"no environment named {name!r}"}, 404)
     return _json(redact_report(r).to_dict())
 
 
@@ -104,6 +132,7 @@ def make_app(status: StatusView) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/api/v1/environments", _environments)
+    app.router.add_get("/api/v1/replicas", _replicas)
     app.router.add_get("/api/v1/environments/{name}", _environment)
     app.router.add_get("/api/v1/environments/{name}/objects/{target}/{kind}/{namespace}/{object}", _object)
     return app

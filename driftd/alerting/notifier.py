@@ -16,9 +16,11 @@ once, then it resolves.
 
 from __future__ import annotations
 
+import json
 import socket
+import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -36,6 +38,7 @@ from .outbox import Outbox, Pending
 log = get_logger("driftd.alerting")
 
 OUTBOX_FILE = "alerts.db"
+HANDOVER_ANNOTATION = "driftd.io/alerts"  # on an environment's Lease: its open alerts, for the next holder
 TICK = 1.0
 
 
@@ -166,6 +169,38 @@ class AlertNotifier:
                 and a.alert.labels.get("policy") in seen]
         if gone:
             ob.resolve(gone, now)
+
+    # --- handover between replicas ([coordination]) ---------------------------------------
+
+    def handover_state(self, env: str) -> dict[str, str]:
+        """Published on the environment's Lease: its open alerts and their ``startsAt``."""
+        if self._outbox is None:
+            return {}
+        items = self._outbox.handover(env)
+        return {HANDOVER_ANNOTATION: json.dumps(items, separators=(",", ":"), sort_keys=True)} if items else {}
+
+    def adopt(self, env: str, state: Mapping[str, str]) -> None:
+        """This replica took ``env`` over: continue the previous holder's alerts with their ``startsAt``."""
+        raw = state.get(HANDOVER_ANNOTATION)
+        if self._outbox is None or not raw:
+            return
+        try:
+            items = json.loads(raw)
+            n = self._outbox.adopt(env, items if isinstance(items, list) else [], self._clock())
+        except (ValueError, sqlite3.Error):
+            log.exception("alerting.adopt_failed", env=env)
+            return
+        log.info("alerting.adopted", env=env, alerts=n)
+
+    def hand_off(self, env: str) -> None:
+        """This replica gave ``env`` up: its alerts are the new holder's to continue or resolve."""
+        self._error_since.pop(env, None)
+        if self._outbox is not None:
+            try:
+                self._outbox.forget(env)
+            except sqlite3.Error:
+                log.exception("alerting.hand_off_failed", env=env)
+        self._update_size()
 
     # --- reload ----------------------------------------------------------------------------
 

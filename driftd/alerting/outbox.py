@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +48,7 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(url, due);
 """
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 30.0
+HANDOVER_LIMIT = 300  # open alerts handed to the next holder; ~300 bytes each, far below a Lease's 256 KiB
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,62 @@ class Outbox:
         rows = self._db.execute("SELECT fp FROM alerts WHERE ends_at IS NULL AND expires_at <= ?",
                                 (now,)).fetchall()
         return self.resolve([r[0] for r in rows], now)
+
+    # --- handover between replicas ([coordination]) ---------------------------------------
+
+    def handover(self, env: str, *, limit: int = HANDOVER_LIMIT) -> list[dict[str, Any]]:
+        """The environment's open alerts, oldest first, as the next holder needs them to continue each with
+        its original ``startsAt``: labels (the identity), the summary, the times. Bounded: it travels
+        on a Lease's annotations."""
+        rows = self._db.execute(
+            "SELECT labels, annotations, generator_url, starts_at, expires_at FROM alerts"
+            " WHERE env=? AND ends_at IS NULL ORDER BY starts_at LIMIT ?", (env, limit)).fetchall()
+        out = []
+        for labels, ann, gen, starts, expires in rows:
+            summary = json.loads(ann).get("summary", "")
+            item: dict[str, Any] = {"labels": json.loads(labels), "summary": summary, "startsAt": starts}
+            if gen:
+                item["generatorURL"] = gen
+            if expires is not None:
+                item["expiresAt"] = expires
+            out.append(item)
+        return out
+
+    def adopt(self, env: str, items: Iterable[Mapping[str, Any]], now: float) -> int:
+        """Open what the previous holder had open, with its ``startsAt``, without sending anything: the next
+        check fires what still holds (same fingerprint, so the original ``startsAt`` goes out) and resolves
+        the rest. An alert already open here keeps the earlier ``startsAt``."""
+        n = 0
+        with self._tx():
+            for it in items:
+                labels = it.get("labels")
+                starts = it.get("startsAt")
+                if not isinstance(labels, Mapping) or not isinstance(starts, int | float) \
+                        or labels.get("environment") != env or not all(isinstance(v, str) for v in labels.values()):
+                    continue  # not ours to adopt, or malformed: the next check opens it afresh
+                alert = Alert(dict(labels), {"summary": str(it.get("summary", ""))}, str(it.get("generatorURL", "")))
+                expires = it.get("expiresAt")
+                row = self._db.execute("SELECT starts_at, ends_at FROM alerts WHERE fp=?",
+                                       (alert.fingerprint,)).fetchone()
+                if row is not None and row[1] is None:
+                    self._db.execute("UPDATE alerts SET starts_at=min(starts_at, ?) WHERE fp=?",
+                                     (float(starts), alert.fingerprint))
+                else:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO alerts(fp, env, name, labels, annotations, generator_url, starts_at,"
+                        " ends_at, expires_at, last_queued) VALUES (?,?,?,?,?,?,?,NULL,?,?)",
+                        (alert.fingerprint, env, alert.name, json.dumps(dict(alert.labels), sort_keys=True),
+                         json.dumps(dict(alert.annotations), sort_keys=True), alert.generator_url, float(starts),
+                         float(expires) if isinstance(expires, int | float) else None, now))
+                n += 1
+        return n
+
+    def forget(self, env: str) -> int:
+        """This replica no longer holds ``env``: drop its alerts without resolving them (the new holder
+        continues them; Alertmanager keeps them until their ``endsAt`` meanwhile)."""
+        with self._tx():
+            self._db.execute("DELETE FROM deliveries WHERE fp IN (SELECT fp FROM alerts WHERE env=?)", (env,))
+            return self._db.execute("DELETE FROM alerts WHERE env=?", (env,)).rowcount
 
     # --- queue ----------------------------------------------------------------------------
 
