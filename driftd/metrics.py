@@ -29,6 +29,11 @@ source_revision_info = Gauge("driftd_source_revision_info", "Revision each envir
                              ["environment", "revision"], registry=REGISTRY)
 api_requests = Counter("driftd_api_requests_total", "Calls to live APIs",
                        ["target", "operation", "code"], registry=REGISTRY)
+http_connections_open = Gauge("driftd_http_connections_open", "HTTP connections open on daemon.listen",
+                              registry=REGISTRY)
+http_connections_refused = Counter("driftd_http_connections_refused_total",
+                                   "HTTP connections closed on accept because daemon.listen had too many open",
+                                   registry=REGISTRY)
 alerts_sent = Counter("driftd_alerts_sent_total", "Alerts delivered to Alertmanager", registry=REGISTRY)
 alert_outbox_size = Gauge("driftd_alert_outbox_size", "Alerts waiting for delivery", registry=REGISTRY)
 image_update_available = Gauge("driftd_image_update_available",

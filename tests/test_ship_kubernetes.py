@@ -203,6 +203,18 @@ def _replicas(sandbox: Sandbox, ns: str) -> int:
     return int(sandbox.kubectl_json("-n", ns, "get", "deployment", "web")["spec"]["replicas"])
 
 
+def test_network_policy_and_api_token_mount_are_accepted_by_the_api_server(shipped: Sandbox) -> None:
+    """The API server validated and stored the shipped NetworkPolicy and the Secret-backed token mount
+    (a schema mistake in either would have failed `kubectl apply -k` above, or been pruned here)."""
+    np = shipped.kubectl_json("-n", "driftd", "get", "networkpolicy", "driftd")
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    assert np["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "driftd"}
+    assert {p["port"] for r in np["spec"]["ingress"] for p in r["ports"]} == {9717}
+    dep = shipped.kubectl_json("-n", "driftd", "get", "deployment", "driftd")
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert vols["api-token"]["secret"]["secretName"] == "driftd-api-token"
+
+
 def test_check_alert_environment_with_the_observe_role(envs: dict[str, Any], in_cluster: dict[str, str],
                                                       shipped: Sandbox) -> None:
     assert not _can(shipped, "create", "deployments.apps", envs["ns"]["alert"]), "observe role only"

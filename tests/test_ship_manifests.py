@@ -55,6 +55,7 @@ def test_sidecar_pod_spec_is_locked_down() -> None:
     assert "/tmp" in mounts
     assert mounts["/etc/driftd"]["readOnly"] is True
     assert tomli.loads(cfg)["daemon"]["listen"].startswith("0.0.0.0:")
+    assert tomli.loads(cfg)["daemon"]["api_token_file"]
 
 
 def test_sidecar_config_is_valid(tmp_path: Path) -> None:
@@ -63,9 +64,57 @@ def test_sidecar_config_is_valid(tmp_path: Path) -> None:
     (cm,) = [d for d in _docs(BASE) if d["kind"] == "ConfigMap"]
     token = tmp_path / "token"
     token.write_text("x")
-    text = cm["data"]["driftd.toml"].replace("/etc/driftd/git/token", str(token))
+    api_token = tmp_path / "api-token"
+    api_token.write_text("y" * 64)
+    text = cm["data"]["driftd.toml"].replace("/etc/driftd/git/token", str(token)) \
+        .replace("/etc/driftd/api/token", str(api_token))
     cfg = parse_config(tomli.loads(text), tmp_path / "driftd.toml")
     assert cfg.clusters["this-cluster"].kubeconfig is None  # in-cluster
+    # beyond loopback, so the API token is set (driftd refuses to start without it)
+    from driftd.server import check_exposure
+
+    assert cfg.daemon.api_token_file == api_token
+    check_exposure(cfg.daemon)
+
+
+def test_api_token_is_mounted_from_a_secret() -> None:
+    """The sidecar's config names an API token file, and that file is a key of a Secret volume
+    mounted read-only (never a ConfigMap, an env var or a literal in the manifests)."""
+    (cm,) = [d for d in _docs(BASE) if d["kind"] == "ConfigMap"]
+    token_file = Path(tomli.loads(cm["data"]["driftd.toml"])["daemon"]["api_token_file"])
+    (dep,) = [d for d in _docs(BASE) if d["kind"] == "Deployment"]
+    spec = dep["spec"]["template"]["spec"]
+    (c,) = [c for c in spec["containers"] if c["name"] == "driftd"]
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    mount = mounts[str(token_file.parent)]
+    assert mount["readOnly"] is True
+    vol = {v["name"]: v for v in spec["volumes"]}[mount["name"]]
+    assert vol["secret"]["secretName"] == "driftd-api-token"
+    assert vol["secret"]["defaultMode"] & 0o007 == 0, "not world-readable"
+    # no Secret with a token is shipped
+    assert not [d for d in _docs(BASE) if d["kind"] == "Secret"]
+
+
+def test_network_policy_admits_only_scrapes_and_api_clients_on_the_http_port() -> None:
+    docs = _docs(BASE)
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    (np,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert np["metadata"]["namespace"] == dep["metadata"]["namespace"]
+    sel = np["spec"]["podSelector"]["matchLabels"]
+    assert sel.items() <= pod_labels.items(), "the policy selects driftd's pods"
+    assert "Ingress" in np["spec"]["policyTypes"]
+    (c,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "driftd"]
+    http_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "http")
+    rules = np["spec"]["ingress"]
+    assert rules, "an empty ingress list would deny the scrapes too"
+    for rule in rules:
+        # never "from anywhere": every rule names its peers, and only the HTTP port
+        assert rule.get("from"), rule
+        assert [p["port"] for p in rule["ports"]] == [http_port]
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer
+            assert peer.get("podSelector", {}).get("matchLabels"), f"a peer without a pod selector: {peer}"
 
 
 def _by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:

@@ -362,6 +362,7 @@ class _Reader:
             retention=self.duration(t, k, "retention", d.retention),
             shutdown_timeout=self.duration(t, k, "shutdown_timeout", d.shutdown_timeout),
             git_concurrency=self.positive_int(t, k, "git_concurrency", d.git_concurrency),
+            api_token_file=self.path(t, k, "api_token_file", secret=True),
         )
 
     def alertmanager(self, raw: Any) -> AlertmanagerSettings:

@@ -32,6 +32,7 @@ class DaemonSettings:
     retention: float = 90 * 86400.0  # audit events and resolved drifts older than this are pruned
     shutdown_timeout: float = 20.0
     git_concurrency: int = 4
+    api_token_file: Path | None = None  # bearer token required by the API (and every page but probes/metrics)
 
     @property
     def listen_host(self) -> str:
