@@ -36,6 +36,10 @@ http_connections_refused = Counter("driftd_http_connections_refused_total",
                                    registry=REGISTRY)
 alerts_sent = Counter("driftd_alerts_sent_total", "Alerts delivered to Alertmanager", registry=REGISTRY)
 alert_outbox_size = Gauge("driftd_alert_outbox_size", "Alerts waiting for delivery", registry=REGISTRY)
+declared_checked = Gauge("driftd_declared_resources_checked", "Declared resources a pass compared",
+                         ["environment", "target"], registry=REGISTRY)
+declared_total = Gauge("driftd_declared_resources", "Declared resources (checked or not)",
+                       ["environment", "target"], registry=REGISTRY)
 image_update_available = Gauge("driftd_image_update_available",
                                "1 when the environment runs an older version than its image policy's latest",
                                ["environment", "image"], registry=REGISTRY)
@@ -61,6 +65,8 @@ BY_ENVIRONMENT: tuple[tuple[MetricWrapperBase, tuple[str, ...]], ...] = (
     (reconcile_duration, ("environment", "target")),
     (source_revision_info, ("environment", "revision")),
     (image_update_available, ("environment", "image")),
+    (declared_checked, ("environment", "target")),
+    (declared_total, ("environment", "target")),
 )
 
 

@@ -199,6 +199,34 @@ class DesiredState:
 
 
 @dataclass(frozen=True)
+class NotChecked:
+    """A declared resource no comparison covered, and why (unsupported type, identity unknown, read failed)."""
+
+    key: ResourceKey
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.key.kind, "name": self.key.name, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of what Git declares a pass actually compared: ``checked`` of ``declared``."""
+
+    checked: int
+    declared: int
+    not_checked: tuple[NotChecked, ...] = ()
+
+    @property
+    def ratio(self) -> float:
+        return self.checked / self.declared if self.declared else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checked": self.checked, "declared": self.declared, "ratio": round(self.ratio, 4),
+                "not_checked": [n.to_dict() for n in self.not_checked]}
+
+
+@dataclass(frozen=True)
 class TargetResult:
     """One target's verdict for one environment."""
 
@@ -215,6 +243,8 @@ class TargetResult:
     # The declared keys as the target names them (None: as the desired state does). Kubernetes: a
     # custom cluster-scoped object's key without the loader's default namespace (only discovery knows).
     declared: frozenset[ResourceKey] | None = None
+    # AWS: declared resources checked / declared, with the reason for each one not checked.
+    checked_coverage: Coverage | None = None
 
 
 @dataclass(frozen=True)
@@ -227,6 +257,7 @@ class EnvironmentReport:
     drifts: tuple[Drift, ...] = ()
     mode: Mode | None = None
     checked_at: datetime | None = None
+    coverage: Coverage | None = None  # AWS declarations: checked / declared (None: the env has no AWS target)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -241,6 +272,8 @@ class EnvironmentReport:
             d["mode"] = str(self.mode)
         if self.checked_at is not None:
             d["checked_at"] = _iso(self.checked_at)
+        if self.coverage is not None:
+            d["coverage"] = self.coverage.to_dict()
         return d
 
 

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from driftd.model import Action, DriftKind
+from driftd.diff.aws_compare import escape
+from driftd.model import Action, ChangeOp, DriftKind
 from driftd.targets.aws import permissions as aws_permissions
 from driftd.targets.aws import registry
 from driftd.targets.aws.session import Backoff
@@ -301,3 +302,60 @@ async def test_new_types_sync_drift_revert(aws_env: Sandbox, target: AwsTarget) 
     allowed = {a for st in policy["Statement"] for a in st["Action"]}
     assert {aws_permissions.iam_action(op) for op in seen} - allowed == set()
     assert "secretsmanager:GetSecretValue" not in allowed
+
+
+COVERAGE_TEMPLATE = """
+Parameters:
+  Run: {Type: String}
+Resources:
+  Named:
+    Type: AWS::SNS::Topic
+    Properties: {TopicName: !Sub "named-${Run}"}
+  Generated:
+    Type: AWS::SQS::Queue
+    Properties: {QueueName: !GetAtt Named.TopicName}
+  Route:
+    Type: AWS::EC2::Route
+    Properties: {RouteTableId: rtb-1, DestinationCidrBlock: 0.0.0.0/0, GatewayId: igw-1}
+  Deployed:
+    Type: AWS::EC2::SecurityGroup
+    Properties:
+      GroupDescription: deployed by CloudFormation, no GroupName
+      SecurityGroupIngress: [{IpProtocol: tcp, FromPort: 443, ToPort: 443, CidrIp: 10.0.0.0/8}]
+"""
+
+
+@pytest.mark.anyio
+async def test_coverage_names_each_resource_not_checked_and_finds_deployed_groups_by_tag(
+        aws_env: Sandbox, target: AwsTarget) -> None:
+    sb = aws_env
+    run = "v" + uuid.uuid4().hex[:8]
+    env = environment(run, unmanaged=False)
+    sb.boto3_client("sns").create_topic(Name=f"named-{run}")
+    # What CloudFormation makes of `Deployed`: a generated name, its stack and logical id in aws: tags.
+    ec2 = sb.boto3_client("ec2")
+    gid = ec2.create_security_group(GroupName=f"{env.name}-Deployed-{run.upper()}",
+                                   Description="deployed by CloudFormation, no GroupName")["GroupId"]
+    ec2.create_tags(Resources=[gid], Tags=[{"Key": "aws:cloudformation:stack-name", "Value": env.name},
+                                           {"Key": "aws:cloudformation:logical-id", "Value": "Deployed"}])
+    ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]},
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    desired = declarations(COVERAGE_TEMPLATE, {"Run": run})
+    r = await target.check(env, desired, inventory=frozenset())
+    assert r.errors == ()
+    cov = r.checked_coverage
+    assert cov is not None
+    assert (cov.checked, cov.declared) == (2, 4)
+    reasons = {n.key.name: n.reason for n in cov.not_checked}
+    assert set(reasons) == {"Generated", "Route"}
+    assert reasons["Route"] == "driftd has no adapter for AWS::EC2::Route"
+    assert "QueueName" in reasons["Generated"]
+    assert "driftd.io/physical-id" in reasons["Generated"]
+    # The deployed group is found by its tags, and SSH opened to the world is reported on it.
+    (d,) = r.drifts
+    assert d.changes, report_json(r.drifts)
+    assert (d.key.name, d.drift) == ("Deployed", DriftKind.MODIFIED)
+    assert [(c.path, c.op) for c in d.changes] == [(f"/SecurityGroupIngress/{escape('tcp:22:0.0.0.0/0')}",
+                                                    ChangeOp.ADD)], report_json(r.drifts)
+    ec2.delete_security_group(GroupId=gid)

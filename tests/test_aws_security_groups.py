@@ -185,6 +185,7 @@ def test_cli_observe_env_sync_then_check_reports_the_group_modified(aws_env: San
     gid = group_id(sb, name, vpc)
     code, report = cli.json("check", "--env", "obs")
     assert (code, report["environments"][0]["status"], report["environments"][0]["drifts"]) == (0, "in_sync", [])
+    assert report["environments"][0]["coverage"] == {"checked": 1, "declared": 1, "ratio": 1.0, "not_checked": []}
 
     drift_out_of_band(sb, gid)
     code, report = cli.json("check", "--env", "obs")

@@ -20,6 +20,7 @@ from ..errors import DriftdError
 from ..log import get_logger
 from ..model import (
     Action,
+    Coverage,
     DesiredState,
     Drift,
     DriftKind,
@@ -51,6 +52,7 @@ class TargetView:
     error: str | None = None
     last_success: datetime | None = None
     checked: bool = False
+    coverage: Coverage | None = None
 
 
 @dataclass
@@ -92,6 +94,7 @@ class EnvRuntime:
             drifts=drifts,
             mode=mode,
             checked_at=self.checked_at,
+            coverage=self.targets[TargetKind.AWS].coverage if TargetKind.AWS in self.targets else None,
         )
 
     def drifting(self) -> int:
@@ -243,6 +246,7 @@ class Reconciler:
         if keys is None:
             view.drifts = {d.key: d for d in final}
             view.resources = result.resources
+            view.coverage = result.checked_coverage
         else:
             for k in keys:
                 view.drifts.pop(k, None)
@@ -302,6 +306,9 @@ def update_metrics(rt: EnvRuntime, report: EnvironmentReport) -> None:
         metrics.managed_resources.remove(*lk)
     for lk, n in managed.items():
         metrics.managed_resources.labels(*lk).set(n)
+    if report.coverage is not None:
+        metrics.declared_checked.labels(name, "aws").set(report.coverage.checked)
+        metrics.declared_total.labels(name, "aws").set(report.coverage.declared)
     info = (str(report.mode or rt.settings.mode), str(report.status))
     if old_info is not None and old_info != info:
         metrics.environment_info.remove(name, *old_info)

@@ -22,9 +22,11 @@ from ...log import get_logger
 from ...model import (
     Action,
     AwsDeclaration,
+    Coverage,
     DesiredState,
     Drift,
     DriftKind,
+    NotChecked,
     ResourceKey,
     TargetKind,
     TargetResult,
@@ -89,17 +91,25 @@ class AwsTarget:
         with count_calls() as calls:
             ctx = self._ctx(env, unmanaged=env.aws.unmanaged)
             undetermined: set[ResourceKey] = set()
-            drifts, errors, coverage, checked = await self._check(ctx, env, desired, inventory, undetermined)
+            not_checked: list[NotChecked] = []
+            drifts, errors, coverage, checked = await self._check(ctx, env, desired, inventory, undetermined,
+                                                                  not_checked)
             drifts = await self._attribute(env, ctx, drifts)
         self.last_calls = calls
+        cov = Coverage(checked=checked, declared=len(desired.aws),
+                       not_checked=tuple(sorted(not_checked, key=lambda n: n.key)))
         return TargetResult(target=TargetKind.AWS, resources=checked, drifts=tuple(drifts), errors=tuple(errors),
-                            api_calls=sum(calls.values()), coverage=coverage, undetermined=frozenset(undetermined))
+                            api_calls=sum(calls.values()), coverage=coverage, undetermined=frozenset(undetermined),
+                            checked_coverage=cov)
 
     async def _check(self, ctx: Ctx, env: EnvironmentSettings, desired: DesiredState,
-                     inventory: frozenset[ResourceKey], undetermined: set[ResourceKey]
-                     ) -> tuple[list[Drift], list[str],
-                                                                 dict[str, tuple[int, int]], int]:
+                     inventory: frozenset[ResourceKey], undetermined: set[ResourceKey],
+                     not_checked: list[NotChecked]) -> tuple[list[Drift], list[str], dict[str, tuple[int, int]], int]:
         by_type = _group(desired.aws)
+        for d in desired.aws:
+            why = unchecked_reason(d)
+            if why is not None:
+                not_checked.append(NotChecked(d.key, why))
         declared_keys = {d.key for d in desired.aws}
         orphans: dict[str, list[AwsDeclaration]] = defaultdict(list)
         for key in sorted(inventory):
@@ -121,6 +131,7 @@ class AwsTarget:
                 live = await adapter.read(ctx, decls) if decls else {}
             except DriftdError as e:
                 errors.extend(f"{d.key}: unknown: {e}" for d in decls)
+                not_checked.extend(NotChecked(d.key, f"read failed: {e}") for d in decls)
                 return
             declared_pids: set[str] = set()
             for d in decls:
@@ -128,6 +139,7 @@ class AwsTarget:
                 declared_pids.add(pid)
                 if (type_name, pid) in ctx.failed:
                     errors.append(f"{d.key}: unknown: {ctx.failed[(type_name, pid)]}")
+                    not_checked.append(NotChecked(d.key, f"read failed: {ctx.failed[(type_name, pid)]}"))
                     continue
                 checked += 1
                 if pid not in live:
@@ -295,8 +307,19 @@ def _group(decls: Iterable[AwsDeclaration]) -> dict[str, list[AwsDeclaration]]:
     return dict(out)
 
 
+def unchecked_reason(decl: AwsDeclaration) -> str | None:
+    """Why a declaration cannot be compared at all (None: it can). Pure: no calls."""
+    a = registry.get(decl.type)
+    if a is None:
+        return f"driftd has no adapter for {decl.type}"
+    if not a.identity_known(decl):
+        return (f"its name ({a.name_property or 'identity'}) needs the deployed stack: declare it, or set Metadata "
+                "driftd.io/physical-id")
+    return None
+
+
 def supported(decl: AwsDeclaration) -> bool:
     return registry.get(decl.type) is not None
 
 
-__all__ = ["AwsTarget", "supported"]
+__all__ = ["AwsTarget", "supported", "unchecked_reason"]

@@ -17,6 +17,7 @@ from ....errors import TargetError
 from ....model import AwsDeclaration, Change
 from ..base import Adapter, ApiError, Ctx, Live, changed_top, chunks, kv_tags, tag_delta
 from ..registry import register
+from ..spec import CFN_LOGICAL, CFN_STACK
 
 _PROTO = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": "-1", "-1": "-1"}
 _PEERS_IN = ("CidrIp", "CidrIpv6", "SourceSecurityGroupId", "SourceSecurityGroupName", "SourcePrefixListId")
@@ -171,8 +172,10 @@ class SecurityGroup(Adapter):
         result: list[dict[str, Any]] = await ctx.once("ec2:security-groups", fetch)
         return result
 
-    def _index(self, groups: Sequence[Mapping[str, Any]], default_vpc: str | None) -> dict[str, Live]:
+    def _index(self, groups: Sequence[Mapping[str, Any]], default_vpc: str | None,
+               stack_name: str = "") -> dict[str, Live]:
         out: dict[str, Live] = {}
+        deployed: dict[str, Live] = {}
         for g in groups:
             live: Live = {
                 "GroupId": g["GroupId"],
@@ -188,21 +191,29 @@ class SecurityGroup(Adapter):
             out[f"{g.get('VpcId')}/{g.get('GroupName')}"] = live
             if default_vpc is None or g.get("VpcId") == default_vpc:
                 out[str(g.get("GroupName"))] = live
+            tags = {t.get("Key"): t.get("Value") for t in g.get("Tags") or []}
+            if stack_name and tags.get(CFN_STACK) == stack_name and tags.get(CFN_LOGICAL):
+                # Deployed by CloudFormation without a GroupName: its name is generated, its logical id is tagged.
+                deployed[str(tags[CFN_LOGICAL])] = live
+        for logical, live in deployed.items():
+            out.setdefault(logical, live)  # a group actually named so wins
         return out
 
     async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
         pids = {self.physical_id(d) for d in decls}
         # The default VPC decides which groups also answer to their bare name; list_all needs it anyway.
         default_vpc = await self._default_vpc(ctx) if ctx.unmanaged or any("/" not in p for p in pids) else None
-        if ctx.unmanaged or len(pids) > NAME_FILTER_MAX:
-            groups = await self._all(ctx)  # 1,000 a page beats 200 names a call
+        unnamed = any(not isinstance(d.properties.get("GroupName"), str) for d in decls)
+        if ctx.unmanaged or len(pids) > NAME_FILTER_MAX or unnamed:
+            # 1,000 a page beats 200 names a call; a group declared without GroupName may carry a generated name.
+            groups = await self._all(ctx)
         else:
             names = sorted({p.rpartition("/")[2] for p in pids})
             groups = []
             for part in chunks(names, NAME_FILTER_MAX):
                 groups += await ctx.paginate("ec2", "describe_security_groups", "SecurityGroups",
                                              Filters=[{"Name": "group-name", "Values": list(part)}])
-        index = self._index(groups, default_vpc)
+        index = self._index(groups, default_vpc, ctx.stack_name)
         return {p: index[p] for p in pids if p in index}
 
     async def list_all(self, ctx: Ctx) -> dict[str, Mapping[str, str]]:
