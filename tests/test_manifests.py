@@ -267,11 +267,11 @@ async def test_kustomize_without_kubectl_is_a_clear_error():
 @needs_kubectl
 @pytest.mark.anyio
 async def test_kustomize_failure_names_the_kustomization():
-    files = {"k/app/kustomization.yaml": b"resources: [missing.yaml]\n"}
+    files = {"k/app/kustomization.yaml": b"resources: [cm.yaml]\n", "k/app/cm.yaml": b"kind: [oops\n"}
     out = await Kustomizer().render(files, ["k/app/kustomization.yaml"])
     err = out["k/app/kustomization.yaml"]
     assert isinstance(err, DesiredStateError)
     assert err.file == "k/app/kustomization.yaml"
     assert "kubectl kustomize failed" in err.message
-    assert "missing.yaml" in err.message
+    assert "cm.yaml" in err.message
     assert "driftd-kustomize-" not in err.message  # the temp dir is not leaked into messages

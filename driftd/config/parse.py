@@ -510,6 +510,7 @@ class _Reader:
             watch_namespaces=self.strings(t, k, "watch_namespaces"),
             human_managers=self.strings(t, k, "human_managers", d.human_managers),
             resync_interval=self.duration(t, k, "resync_interval", d.resync_interval),
+            allow_remote_bases=bool(self.get(t, k, "allow_remote_bases", bool, d.allow_remote_bases, "true or false")),
         )
 
     def aws_env(self, k: str, raw: Any, accounts: Mapping[str, AwsAccountSettings]) -> AwsEnvSettings:

@@ -107,6 +107,7 @@ class KubernetesEnvSettings:
     watch_namespaces: tuple[str, ...] = ()
     human_managers: tuple[str, ...] = DEFAULT_HUMAN_MANAGERS
     resync_interval: float = 600.0
+    allow_remote_bases: bool = False  # let kustomize fetch remote bases (https://, github.com/...) itself
 
 
 @dataclass(frozen=True)

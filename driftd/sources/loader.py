@@ -178,7 +178,7 @@ class DesiredStateLoader:
         kube, aws = env.kubernetes, env.aws
         settings_key = (
             cache.url,
-            (kube.path, kube.namespace, env.sops_age_key_file) if kube else None,
+            (kube.path, kube.namespace, env.sops_age_key_file, kube.allow_remote_bases) if kube else None,
             (aws.path, tuple(sorted(aws.parameters.items())), account_id, region, env.name) if aws else None,
             self.supported_aws_types,
         )
@@ -203,12 +203,12 @@ class DesiredStateLoader:
             if kube_tree is None:
                 problems.append(_missing_dir(kube.path, commit, "environments.kubernetes.path"))
             else:
-                kkey: tuple[Any, ...] = ("k8s", kube_tree, kube.namespace)
+                kkey: tuple[Any, ...] = ("k8s", kube_tree, kube.namespace, kube.allow_remote_bases)
                 hit = self._trees.get_fresh(kkey)
                 if hit is None:
                     snap = await cache.read_tree(commit, kube.path, known=lambda b: ("k8s", b) in self._blobs)
                     hit, deps, dynamic = await self._kubernetes(cache, snap, kube.namespace, cluster,
-                                                                env.sops_age_key_file)
+                                                                env.sops_age_key_file, kube.allow_remote_bases)
                     # Not shared by tree: a Helm rendering also depends on the cluster and on charts outside
                     # the tree, decrypted objects on the environment's key (they stay in this env's state).
                     if not dynamic:
@@ -245,7 +245,7 @@ class DesiredStateLoader:
     # --- kubernetes ------------------------------------------------------------------------------------
 
     async def _kubernetes(self, cache: RepositoryCache, snap: TreeSnapshot, namespace: str,
-                          cluster: ClusterInfoSource | None, age_key_file: Path | None
+                          cluster: ClusterInfoSource | None, age_key_file: Path | None, allow_remote: bool = False
                           ) -> tuple[tuple[tuple[DesiredObject, ...], tuple[DesiredStateError, ...], tuple[str, ...]],
                                      tuple[tuple[str, str | None], ...], bool]:
         """(objects, problems, ()), the trees outside the path it read (Helm charts), and whether the
@@ -270,8 +270,12 @@ class DesiredStateLoader:
         if releases:
             await self._read_missing(cache, snap, data, lambda p: p in skip_paths)
 
+        # Every kustomization's directory, rendered or only referenced (an overlay's base): its files are
+        # kustomize's input, not manifests of their own.
+        kustomize_dirs = [f.path.rpartition("/")[0] for f in kfiles]
+
         def skip(path: str) -> bool:
-            return path in skip_paths or under_any(path, cdirs)
+            return path in skip_paths or under_any(path, cdirs) or under_any(path, kustomize_dirs)
 
         files = await anyio.to_thread.run_sync(self._parse_manifests, cache, snap.files, data, skip)
         encrypted = [path for path, p in files.items() if p.error is None and is_encrypted(p.documents)]
@@ -284,7 +288,8 @@ class DesiredStateLoader:
             for k, err in todo.items():
                 if err is not None:
                     rendered[k] = Parsed(error=err)
-            outputs = await self.kustomizer.render(data, to_render)
+            outputs = await self.kustomizer.render(data, to_render, tree=[f.path for f in snap.files], root=snap.path,
+                                                   allow_remote=allow_remote)
             for k, out in outputs.items():
                 rendered[k] = Parsed(error=out) if isinstance(out, DesiredStateError) else \
                     parse_file(out, k, self.limits)
