@@ -151,8 +151,11 @@ def test_admission_policy_targets_the_shipped_service_account() -> None:
     (sa,) = _by_kind(docs, "ServiceAccount").values()
     user = f"system:serviceaccount:{sa['metadata']['namespace']}:{sa['metadata']['name']}"
     (vap,) = _by_kind(docs, "ValidatingAdmissionPolicy").values()
-    (cond,) = vap["spec"]["matchConditions"]
+    cond, leases = vap["spec"]["matchConditions"]
     assert f"'{user}'" in cond["expression"]
+    # Its own coordination Leases in its own namespace are exempt (config/kubernetes/replicas).
+    assert "'leases'" in leases["expression"]
+    assert f"request.namespace == '{sa['metadata']['namespace']}'" in leases["expression"]
     (rule,) = vap["spec"]["validations"]
     assert "request.dryRun == true" in rule["expression"]
     assert "check('enforce')" in rule["expression"]
