@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--object", metavar="KIND/[NAMESPACE/]NAME", help="only events about this object")
     c.add_argument("--since", default="24h", help="how far back (default 24h)")
     c.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    c = cmd("pause", "break-glass: hold enforcement of an environment (or one object) for a while; it observes")
+    c.add_argument("--env", required=True, metavar="NAME")
+    c.add_argument("--object", metavar="KIND/[NAMESPACE/]NAME", help="only this object (default: the environment)")
+    c.add_argument("--for", dest="duration", required=True, metavar="DURATION", help="such as 30m or 2h (at most 7d)")
+    c.add_argument("--reason", required=True, help="why (recorded in the audit trail, shown in alerts)")
+    c = cmd("resume", "end a pause now (without --object: every pause of the environment)")
+    c.add_argument("--env", required=True, metavar="NAME")
+    c.add_argument("--object", metavar="KIND/[NAMESPACE/]NAME")
     cmd("permissions", "print the IAM policy and Kubernetes RBAC the configured environments need")
     sub.add_parser("version", help="print the version")
     return p
@@ -113,6 +121,13 @@ def _dispatch(args: argparse.Namespace, config: object) -> int:
         from .engine.history import show_history
 
         return show_history(config, env=args.env, obj=args.object, since=args.since, output=args.output, out=out)
+    if args.command in ("pause", "resume"):
+        from .engine import pauses
+
+        if args.command == "pause":
+            return pauses.pause(config, env=args.env, obj=args.object, duration=args.duration, reason=args.reason,
+                                out=out)
+        return pauses.resume(config, env=args.env, obj=args.object, out=out)
     if args.command == "permissions":
         from .engine.permissions import render_permissions
 

@@ -62,6 +62,7 @@ from .state import StateError, StateStore
 log = get_logger("driftd.daemon")
 
 DEBOUNCE = 0.2
+PAUSE_POLL = 2.0  # seconds between reads of the pauses `driftd pause` records
 RETENTION_EVERY = 3600.0
 
 
@@ -160,6 +161,7 @@ class Daemon:
                     log.error("daemon.start_failed", error=str(e))
                     root.cancel_scope.cancel()
                     return 2
+            root.start_soon(self._pauses)
             self._apply(self.config, first=True)
             self.status.config_loaded = True
             log.info("daemon.started", environments=len(self.config.environments),
@@ -563,6 +565,33 @@ class Daemon:
             wake = self.repo_wake.get(w.settings.repository)
             if wake is not None:
                 wake.set()  # fetch the commit now: the environment then loads and applies it
+
+    # --- break-glass pauses (driftd pause / resume, another process) ------------------------
+
+    async def _pauses(self) -> None:
+        """A pause that starts, ends or expires changes objects' modes: run a full pass of the environment
+        at once (after a resume, a change made while paused is reverted now, not at the next resync)."""
+        while True:
+            await anyio.sleep(PAUSE_POLL)
+            store = self.store
+            if store is None:
+                continue
+            try:
+                recorded = await store.pauses()
+                now = utcnow()
+                for p in recorded:
+                    if not p.holds(now):  # expired by itself: ended in the audit trail, once
+                        await store.resume(p.environment, p.scope, now, by="driftd", reason="expired")
+            except StateError as e:
+                log.warning("state.read_failed", what="pauses", error=str(e))
+                continue
+            for w in self.workers.values():
+                mine = tuple(p for p in recorded if p.environment == w.settings.name and p.holds(now))
+                if mine != w.rt.pauses:
+                    log.info("pauses.changed", env=w.settings.name, pauses=[p.scope for p in mine])
+                    w.rt.pauses = mine
+                    w.full_due |= {k for k, _ in self.pool.names(w.settings)}
+                    w.poke()
 
     # --- housekeeping ----------------------------------------------------------------------
 

@@ -55,6 +55,9 @@ lease_transitions = Counter("driftd_lease_transitions_total",
                             ["event"], registry=REGISTRY)
 lease_errors = Counter("driftd_lease_errors_total", "Failed lease reads and writes", registry=REGISTRY)
 
+pauses = Gauge("driftd_pauses", "Break-glass pauses holding (driftd pause), by scope: environment or object",
+               ["environment", "scope"], registry=REGISTRY)
+
 
 # Every metric with an ``environment`` label, with its label names in declaration order.
 BY_ENVIRONMENT: tuple[tuple[MetricWrapperBase, tuple[str, ...]], ...] = (
@@ -67,6 +70,7 @@ BY_ENVIRONMENT: tuple[tuple[MetricWrapperBase, tuple[str, ...]], ...] = (
     (image_update_available, ("environment", "image")),
     (declared_checked, ("environment", "target")),
     (declared_total, ("environment", "target")),
+    (pauses, ("environment", "scope")),
 )
 
 

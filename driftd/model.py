@@ -80,6 +80,48 @@ class ChangeOp(StrEnum):
 REDACTED = "(redacted)"
 
 
+@dataclass(frozen=True)
+class Pause:
+    """Break-glass: enforcement of an environment (or of one object) held until ``until``.
+
+    A paused object is in ``observe`` mode (``policy.modes.decide_mode``). ``kind`` empty: the whole
+    environment; otherwise the object ``kind``/``namespace``/``name`` (kind compared case-insensitively,
+    as ``kubectl`` takes ``deployment/web``), whichever target holds it.
+    """
+
+    environment: str
+    until: datetime
+    reason: str
+    by: str
+    kind: str = ""
+    namespace: str = ""
+    name: str = ""
+    since: datetime | None = None
+
+    @property
+    def scope(self) -> str:
+        """``*`` for the environment, else ``KIND/[NS/]NAME`` (the CLI's ``--object``)."""
+        if not self.kind:
+            return "*"
+        return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
+
+    def holds(self, now: datetime) -> bool:
+        return now < self.until
+
+    def covers(self, key: ResourceKey | None) -> bool:
+        """Whether the pause applies to ``key`` (None: the environment as a whole)."""
+        if not self.kind:
+            return True
+        return key is not None and key.kind.lower() == self.kind.lower() and key.name == self.name \
+            and key.namespace == self.namespace
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"scope": self.scope, "until": _iso(self.until), "reason": self.reason, "by": self.by}
+        if self.since is not None:
+            d["since"] = _iso(self.since)
+        return d
+
+
 @dataclass(frozen=True, order=True)
 class ResourceKey:
     """target + type + scope + name. For AWS, kind is the CloudFormation type and namespace the region."""
@@ -258,6 +300,7 @@ class EnvironmentReport:
     mode: Mode | None = None
     checked_at: datetime | None = None
     coverage: Coverage | None = None  # AWS declarations: checked / declared (None: the env has no AWS target)
+    pauses: tuple[Pause, ...] = ()  # break-glass pauses holding at checked_at
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -274,6 +317,8 @@ class EnvironmentReport:
             d["checked_at"] = _iso(self.checked_at)
         if self.coverage is not None:
             d["coverage"] = self.coverage.to_dict()
+        if self.pauses:
+            d["pauses"] = [p.to_dict() for p in self.pauses]
         return d
 
 

@@ -5,11 +5,19 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from driftd.config import BrakeSettings, EnforceWindow, EnvironmentSettings, KubernetesEnvSettings
-from driftd.model import Action, Drift, DriftKind, Mode, ObjectMode, ResourceKey, TargetKind
+from driftd.model import Action, Drift, DriftKind, Mode, ObjectMode, PassKind, Pause, ResourceKey, TargetKind
 from driftd.policy.brakes import Brake, RevertHistory, is_fight, is_storm
 from driftd.policy.decide import EnvCounts, SkipReason, plan, skip_reason
-from driftd.policy.modes import ModeSource, effective_mode, object_mode_from_body, object_mode_from_metadata
+from driftd.policy.modes import (
+    InvalidObjectMode,
+    ModeSource,
+    decide_mode,
+    object_mode_from_body,
+    object_mode_from_metadata,
+)
 
 NOW = datetime(2024, 6, 12, 10, 0, tzinfo=UTC)  # a Wednesday
 
@@ -34,36 +42,82 @@ COUNTS = EnvCounts(objects=100, drifting=1)
 
 def test_object_annotation_wins_over_environment() -> None:
     e = env(Mode.ENFORCE)
-    em = effective_mode(e, ObjectMode.OBSERVE, NOW)
+    em = decide_mode(e, NOW, override=ObjectMode.OBSERVE)
     assert em.mode is Mode.OBSERVE
     assert em.source is ModeSource.OBJECT
-    assert effective_mode(e, ObjectMode.DISABLED, NOW).mode is None
-    assert effective_mode(env(Mode.OBSERVE), ObjectMode.ENFORCE, NOW).mode is Mode.ENFORCE
+    assert decide_mode(e, NOW, override=ObjectMode.DISABLED).mode is None
+    assert decide_mode(env(Mode.OBSERVE), NOW, override=ObjectMode.ENFORCE).mode is Mode.ENFORCE
 
 
 def test_enforce_outside_window_behaves_as_alert() -> None:
     w = EnforceWindow(schedule="0 9 * * mon-fri", duration=8 * 3600, timezone="Europe/Paris")
     e = env(Mode.ENFORCE, enforce_windows=(w,))
-    assert effective_mode(e, None, NOW).mode is Mode.ENFORCE  # 12:00 Paris
+    assert decide_mode(e, NOW, override=None).mode is Mode.ENFORCE  # 12:00 Paris
     night = NOW.replace(hour=22)
-    em = effective_mode(e, None, night)
+    em = decide_mode(e, night, override=None)
     assert em.mode is Mode.ALERT
     assert em.source is ModeSource.OUTSIDE_WINDOW
     # An object asking for enforce is bound by the window too.
-    assert effective_mode(env(Mode.ALERT, enforce_windows=(w,)), ObjectMode.ENFORCE, night).mode is Mode.ALERT
+    assert decide_mode(env(Mode.ALERT, enforce_windows=(w,)), night, override=ObjectMode.ENFORCE).mode is Mode.ALERT
 
 
 def test_broken_window_fails_closed() -> None:
     e = env(Mode.ENFORCE, enforce_windows=(EnforceWindow(schedule="99 * * * *", duration=3600),))
-    assert effective_mode(e, None, NOW).mode is Mode.ALERT
+    assert decide_mode(e, NOW, override=None).mode is Mode.ALERT
 
 
 def test_mode_from_annotations_and_metadata() -> None:
     assert object_mode_from_body({"metadata": {"annotations": {"driftd.io/mode": "Observe"}}}) is ObjectMode.OBSERVE
-    assert object_mode_from_body({"metadata": {"annotations": {"driftd.io/mode": "bogus"}}}) is None
+    assert object_mode_from_body({"metadata": {"annotations": {"driftd.io/mode": "DISABLED"}}}) is ObjectMode.DISABLED
+    with pytest.raises(InvalidObjectMode, match="found 'bogus'"):
+        object_mode_from_body({"metadata": {"annotations": {"driftd.io/mode": "bogus"}}})
     assert object_mode_from_body({"metadata": {}}) is None
     assert object_mode_from_metadata({"driftd": {"mode": "disabled"}}) is ObjectMode.DISABLED
     assert object_mode_from_metadata({"driftd.io/mode": "alert"}) is ObjectMode.ALERT
+
+
+def test_one_mode_function_for_every_pass_kind_and_annotation() -> None:
+    """The table the targets, the plan and alerting all share (issue: three parsers disagreed)."""
+    e = env(Mode.ALERT)
+    cases = {  # override -> (run, sync)
+        None: (Mode.ALERT, Mode.ENFORCE),
+        ObjectMode.OBSERVE: (Mode.OBSERVE, Mode.OBSERVE),
+        ObjectMode.ALERT: (Mode.ALERT, Mode.ENFORCE),  # sync reverts alert objects (an operator asked)
+        ObjectMode.ENFORCE: (Mode.ENFORCE, Mode.ENFORCE),
+        ObjectMode.DISABLED: (None, None),
+    }
+    for ov, (run, sync) in cases.items():
+        assert decide_mode(e, NOW, override=ov).mode is run, ov
+        assert decide_mode(e, NOW, override=ov, pass_kind=PassKind.CHECK).mode is run, ov
+        assert decide_mode(e, NOW, override=ov, pass_kind=PassKind.SYNC).mode is sync, ov
+    assert decide_mode(e, NOW, dry_run=True).dry_run is True
+    assert decide_mode(env(dry_run=True), NOW).dry_run is True
+    assert decide_mode(env(dry_run=True), NOW, pass_kind=PassKind.SYNC, dry_run=False).dry_run is False
+
+
+def test_pause_is_observe_until_it_expires() -> None:
+    until = NOW + timedelta(hours=2)
+    whole = Pause("prod", until, "incident 42", "alice")
+    one = Pause("prod", until, "debugging", "bob", kind="deployment", namespace="default", name="a")
+    other_env = Pause("staging", until, "x", "carol")
+    e = env(Mode.ENFORCE)
+    em = decide_mode(e, NOW, key=key("a"), pauses=[whole])
+    assert (em.mode, em.source, em.pause) == (Mode.OBSERVE, ModeSource.PAUSED, whole)
+    assert em.note is not None
+    assert "incident 42" in em.note
+    assert "alice" in em.note
+    assert decide_mode(e, NOW, key=key("a"), pauses=[one]).mode is Mode.OBSERVE  # kind matched in any case
+    assert decide_mode(e, NOW, key=key("b"), pauses=[one]).mode is Mode.ENFORCE
+    assert decide_mode(e, NOW, key=key("a"), pauses=[other_env]).mode is Mode.ENFORCE
+    assert decide_mode(e, until, key=key("a"), pauses=[whole]).mode is Mode.ENFORCE  # expired by itself
+    # Break-glass holds sync too (resume first); disabled stays disabled.
+    assert decide_mode(e, NOW, key=key("a"), pauses=[whole], pass_kind=PassKind.SYNC).mode is Mode.OBSERVE
+    assert decide_mode(e, NOW, key=key("a"), pauses=[whole], override=ObjectMode.DISABLED).mode is None
+    p = plan([drift("a"), drift("b")], e, NOW, counts=COUNTS, pauses=[one])
+    assert [d.key.name for d in p.revert] == ["b"]
+    assert p.kept[0].mode is Mode.OBSERVE
+    assert p.kept[0].reason is not None
+    assert p.kept[0].reason.startswith("paused until")
 
 
 # --- brakes ------------------------------------------------------------------------------------
@@ -139,7 +193,7 @@ def test_drift_storm_holds_the_environment() -> None:
     # An alert environment in a storm raises no brake: nothing would have been reverted.
     assert plan(ds, env(Mode.ALERT), NOW, counts=EnvCounts(10, 6)).brakes == ()
     # sync is an explicit operator action: no storm brake.
-    assert len(plan(ds, env(), NOW, counts=EnvCounts(10, 6), sync=True).revert) == 6
+    assert len(plan(ds, env(), NOW, counts=EnvCounts(10, 6), pass_kind=PassKind.SYNC).revert) == 6
 
 
 def test_fight_brake_per_object() -> None:
@@ -161,7 +215,7 @@ def test_revert_limit_per_cycle() -> None:
 
 def test_empty_desired_state_guard() -> None:
     p = plan([drift("o", DriftKind.ORPHANED)], env(), NOW, counts=COUNTS, desired_empty=True,
-             prune_allowed=True, sync=True)
+             prune_allowed=True, pass_kind=PassKind.SYNC)
     assert p.revert == ()
     assert skip_reason(p.kept[0]) is SkipReason.EMPTY_DESIRED
     assert p.brakes[0].brake is Brake.EMPTY_DESIRED
@@ -169,10 +223,10 @@ def test_empty_desired_state_guard() -> None:
 
 def test_sync_ignores_env_mode_but_not_observe_annotation() -> None:
     ds = [drift("a"), drift("b")]
-    p = plan(ds, env(Mode.OBSERVE), NOW, counts=COUNTS, sync=True,
+    p = plan(ds, env(Mode.OBSERVE), NOW, counts=COUNTS, pass_kind=PassKind.SYNC,
              overrides={key("b"): ObjectMode.OBSERVE})
     assert [d.key.name for d in p.revert] == ["a"]
-    p2 = plan(ds, env(Mode.OBSERVE), NOW, counts=COUNTS, sync=True, dry_run=True)
+    p2 = plan(ds, env(Mode.OBSERVE), NOW, counts=COUNTS, pass_kind=PassKind.SYNC, dry_run=True)
     assert len(p2.would_revert) == 2
 
 

@@ -10,13 +10,15 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
 from ..config import EnvironmentSettings
-from ..model import Action, ChangeOp, Drift, EnvironmentReport, Mode, ResourceKey, Severity
+from ..model import Action, ChangeOp, Drift, EnvironmentReport, Mode, Pause, ResourceKey, Severity
 from ..policy.images import FindingKind, ImageFinding
+from ..policy.modes import environment_mode
 from ..redact import redact_drift
 
 MAX_DESCRIPTION = 2000  # Alertmanager keeps annotations in memory and receivers truncate anyway
@@ -32,6 +34,7 @@ class AlertName(StrEnum):
     IMAGE_TAG_MOVED = "DriftdImageTagMoved"
     IMAGE_DIGEST_MISSING = "DriftdImageDigestMissing"
     IMAGE_WRITE_BACK_FAILED = "DriftdImageWriteBackFailed"
+    PAUSED = "DriftdPaused"
 
 
 # The image findings that alert (ImageFinding.alerting), and the alert each one opens.
@@ -73,15 +76,19 @@ def object_url(base: str, env: str, key: ResourceKey) -> str:
     return base.rstrip("/") + "/api/v1/environments/" + "/".join(quote(p, safe="") for p in parts)
 
 
-def effective_mode(env: EnvironmentSettings, drift: Drift) -> Mode:
-    return drift.mode or env.mode
+def drift_mode(env: EnvironmentSettings, drift: Drift) -> Mode:
+    """The object's mode as the engine's plan stamped it (policy.modes.decide_mode: annotation, windows,
+    pauses); the same function's answer for the environment when a drift never went through a plan."""
+    if drift.mode is not None:
+        return drift.mode
+    return environment_mode(env, datetime.now(UTC)).mode or env.mode
 
 
 def alerting(env: EnvironmentSettings, drift: Drift | None = None) -> bool:
-    """Observe-mode environments (and objects) send nothing."""
+    """Observe-mode environments (and observe, or paused, objects) send nothing."""
     if env.mode is Mode.OBSERVE:
         return False
-    return drift is None or effective_mode(env, drift) is not Mode.OBSERVE
+    return drift is None or drift_mode(env, drift) is not Mode.OBSERVE
 
 
 def _object_labels(key: ResourceKey) -> dict[str, str]:
@@ -99,7 +106,7 @@ def drift_alert(env: EnvironmentSettings, report: EnvironmentReport, drift: Drif
         **_object_labels(d.key),
         "drift": str(d.drift),
         "severity": str(Severity.INFO if reverted else env.severity),
-        "mode": str(effective_mode(env, d)),
+        "mode": str(drift_mode(env, d)),
     }
     who = changed_by(d)
     obj = _obj(d.key)
@@ -143,6 +150,23 @@ def brake_alert(env: EnvironmentSettings, brake: str, detail: str, key: Resource
         "description": _clip(detail, MAX_DESCRIPTION),
     }
     return Alert(labels, annotations, url)
+
+
+def pause_alert(env: EnvironmentSettings, p: Pause, base_url: str) -> Alert:
+    """Info while a break-glass pause holds: enforcement is off for it, somebody should know."""
+    labels = {"alertname": str(AlertName.PAUSED), "environment": env.name, "severity": str(Severity.INFO),
+              "mode": str(env.mode), "scope": "object" if p.kind else "environment"}
+    if p.kind:
+        labels.update({"kind": p.kind, "namespace": p.namespace, "name": p.name})
+    what = f"{p.scope} in {env.name}" if p.kind else f"environment {env.name}"
+    until = p.until.isoformat().replace("+00:00", "Z")
+    annotations = {
+        "summary": f"driftd enforcement of {what} is paused until {until} (observe mode)",
+        "description": _clip(p.reason, MAX_DESCRIPTION),
+        "paused_by": p.by,
+        "until": until,
+    }
+    return Alert(labels, annotations, base_url.rstrip("/") + "/api/v1/environments/" + quote(env.name, safe=""))
 
 
 def image_alert(env: EnvironmentSettings, f: ImageFinding, base_url: str) -> Alert:

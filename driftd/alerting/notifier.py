@@ -31,7 +31,17 @@ from ..config import AlertmanagerSettings, DaemonSettings, EnvironmentSettings
 from ..log import get_logger
 from ..model import Action, EnvironmentReport, ResourceKey, Status
 from ..policy.images import FindingKind, ImageFinding
-from .alerts import IMAGE_ALERTS, IMAGE_STATES, AlertName, alerting, brake_alert, drift_alert, error_alert, image_alert
+from .alerts import (
+    IMAGE_ALERTS,
+    IMAGE_STATES,
+    AlertName,
+    alerting,
+    brake_alert,
+    drift_alert,
+    error_alert,
+    image_alert,
+    pause_alert,
+)
 from .client import AlertmanagerClient, AlertmanagerError
 from .outbox import Outbox, Pending
 
@@ -114,6 +124,14 @@ class AlertNotifier:
         else:
             self._error_since.pop(env.name, None)
             ob.resolve([a.fingerprint for a in ob.open_alerts(env.name, [AlertName.ENVIRONMENT_ERROR])], now)
+        paused: set[str] = set()
+        for p in report.pauses:
+            alert = pause_alert(env, p, self.base_url)
+            # Resolves by itself when the pause expires; a resume drops it from the report first.
+            ob.fire(alert, now, expires_at=p.until.timestamp(), resend=resend)
+            paused.add(alert.fingerprint)
+        ob.resolve([a.fingerprint for a in ob.open_alerts(env.name, [AlertName.PAUSED])
+                    if a.fingerprint not in paused], now)
         live: set[str] = set()
         for d in report.drifts:
             if not alerting(env, d):

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 
@@ -27,6 +28,7 @@ from ..model import (
     EnvironmentReport,
     ObjectMode,
     PassKind,
+    Pause,
     ResourceKey,
     Status,
     TargetKind,
@@ -34,7 +36,7 @@ from ..model import (
 )
 from ..policy.brakes import RevertHistory
 from ..policy.decide import EnvCounts, Plan, plan
-from ..policy.modes import environment_mode, object_mode_from_body, object_mode_from_metadata
+from ..policy.modes import InvalidObjectMode, environment_mode, object_mode_from_body, object_mode_from_metadata
 from ..state import AuditEvent, EventKind, StateStore
 from .protocols import ReportListener, Target
 
@@ -65,13 +67,15 @@ class EnvRuntime:
     targets: dict[TargetKind, TargetView] = field(default_factory=dict)
     history: RevertHistory = field(default_factory=lambda: RevertHistory(3600.0))
     overrides: dict[ResourceKey, ObjectMode] = field(default_factory=dict)
+    mode_errors: tuple[str, ...] = ()  # invalid driftd.io/mode values of the desired state
+    pauses: tuple[Pause, ...] = ()  # break-glass pauses of this environment (the state store's)
     checked_at: datetime | None = None
     last_report: EnvironmentReport | None = None
 
     def set_desired(self, desired: DesiredState) -> None:
         self.desired = desired
         self.desired_error = None
-        self.overrides = object_modes(desired)
+        self.overrides, self.mode_errors = object_modes(desired)
 
     def view(self, kind: TargetKind) -> TargetView:
         return self.targets.setdefault(kind, TargetView())
@@ -79,12 +83,13 @@ class EnvRuntime:
     def report(self) -> EnvironmentReport:
         views = [self.targets[k] for k in sorted(self.targets)]
         drifts = tuple(d for v in views for _, d in sorted(v.drifts.items()))
-        errors = [e for e in ([self.desired_error] + [v.error for v in views]) if e]
+        errors = [e for e in ([self.desired_error, *self.mode_errors] + [v.error for v in views]) if e]
         # A drift reverted in this pass is reported (and alerted as reverted) but no longer remains:
         # `driftd sync` exits as `check` would for what is left, and the daemon shows in_sync.
         remaining = any(d.action is not Action.REVERTED for d in drifts)
         status = Status.ERROR if errors else (Status.DRIFTED if remaining else Status.IN_SYNC)
-        mode = environment_mode(self.settings, utcnow()).mode
+        now = utcnow()
+        mode = environment_mode(self.settings, now, self.pauses).mode
         return EnvironmentReport(
             name=self.settings.name,
             revision=self.desired.revision if self.desired else None,
@@ -95,6 +100,7 @@ class EnvRuntime:
             mode=mode,
             checked_at=self.checked_at,
             coverage=self.targets[TargetKind.AWS].coverage if TargetKind.AWS in self.targets else None,
+            pauses=tuple(p for p in self.pauses if p.holds(now)),
         )
 
     def drifting(self) -> int:
@@ -102,17 +108,24 @@ class EnvRuntime:
         return sum(1 for v in self.targets.values() for d in v.drifts.values() if d.drift is not DriftKind.UNMANAGED)
 
 
-def object_modes(desired: DesiredState) -> dict[ResourceKey, ObjectMode]:
+def object_modes(desired: DesiredState) -> tuple[dict[ResourceKey, ObjectMode], tuple[str, ...]]:
+    """Every object's ``driftd.io/mode`` override, read once per revision for every target. An invalid
+    value is an error of the environment and the object is held in ``observe`` (never enforced on a
+    value driftd could not read)."""
     out: dict[ResourceKey, ObjectMode] = {}
-    for o in desired.kubernetes:
-        m = object_mode_from_body(o.body)
+    errors: list[str] = []
+    items: list[tuple[ResourceKey, str, Mapping[str, Any], bool]] = [
+        (o.key, o.source, o.body, True) for o in desired.kubernetes]
+    items += [(a.key, a.source, a.metadata, False) for a in desired.aws]
+    for key, source, data, is_body in items:
+        try:
+            m = object_mode_from_body(data) if is_body else object_mode_from_metadata(data)
+        except InvalidObjectMode as e:
+            errors.append(f"{key} ({source}): {e}; held in observe")
+            m = ObjectMode.OBSERVE
         if m is not None:
-            out[o.key] = m
-    for a in desired.aws:
-        m = object_mode_from_metadata(a.metadata)
-        if m is not None:
-            out[a.key] = m
-    return out
+            out[key] = m
+    return out, tuple(errors)
 
 
 def declared_keys(desired: DesiredState, kind: TargetKind) -> frozenset[ResourceKey]:
@@ -155,6 +168,9 @@ class Reconciler:
             view.error = None
             return PassResult(kind, None, (), rt.desired_error or "no desired state")
         t0 = time.monotonic()
+        if self.store is not None:
+            t = self.clock()
+            rt.pauses = tuple(p for p in await self.store.pauses(env.name) if p.holds(t))
         try:
             inventory = await self.store.inventory(env.name, kind) if self.store else frozenset()
             if keys is not None and hasattr(target, "check_objects"):
@@ -180,7 +196,7 @@ class Reconciler:
         recent = rt.history.counts((d.key for d in result.drifts), now, env.brakes.fight_window)
         p = plan(result.drifts, env, now, counts=counts, overrides=rt.overrides, recent_reverts=recent,
                  desired_empty=not declared, prune_allowed=prune_allowed(env, kind),
-                 sync=pass_kind == PassKind.SYNC, dry_run=dry_run)
+                 pass_kind=pass_kind, pauses=rt.pauses, dry_run=dry_run)
         if pass_kind == PassKind.CHECK:
             final = tuple(replace(d, action=Action.REPORTED, reason=None) if d.action is Action.SKIPPED
                           and (d.reason or "").startswith("dry_run") else d for d in p.drifts)
@@ -319,6 +335,8 @@ def update_metrics(rt: EnvRuntime, report: EnvironmentReport) -> None:
     if rev is not None:
         metrics.source_revision_info.labels(name, rev).set(1)
     _last_labels[name] = (set(drift_counts), set(managed), info, rev)
+    for scope in ("environment", "object"):
+        metrics.pauses.labels(name, scope).set(sum(1 for p in report.pauses if bool(p.kind) == (scope == "object")))
 
 
 def forget_metrics(name: str) -> None:

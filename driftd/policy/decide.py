@@ -3,7 +3,7 @@
 Order of the rules (the first that applies wins):
 1. disabled objects (``driftd.io/mode: disabled``) are left out of the plan;
 2. unmanaged resources are report-only, never deleted;
-3. observe / alert (including enforce outside its windows): reported;
+3. observe / alert (including enforce outside its windows, and paused objects): reported;
 4. orphaned objects are deleted only where pruning is allowed;
 5. an empty desired state never leads to action (a bad commit, a wrong path);
 6. drift storm holds every revert of the environment;
@@ -11,9 +11,10 @@ Order of the rules (the first that applies wins):
 8. dry run: recorded as would-revert;
 9. the revert budget per cycle; the rest waits for the next cycle.
 
-``sync`` (the CLI's explicit ``driftd sync``) reverts whatever is reportable regardless of the
-environment mode, windows and brakes 6, 7 and 9, but still honours per-object ``observe``/``disabled``
-and the empty-desired-state guard.
+Each object's mode comes from ``modes.decide_mode`` (the one place). ``sync`` (the CLI's explicit
+``driftd sync``) reverts whatever is reportable regardless of the environment mode, windows and
+brakes 6, 7 and 9, but still honours per-object ``observe``/``disabled``, pauses and the
+empty-desired-state guard.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from datetime import datetime
 from enum import StrEnum
 
 from ..config import EnvironmentSettings
-from ..model import Action, Drift, DriftKind, Mode, ObjectMode, ResourceKey
+from ..model import Action, Drift, DriftKind, ObjectMode, PassKind, Pause, ResourceKey
 from .brakes import Brake, is_fight, is_storm
-from .modes import EffectiveMode, ModeSource, effective_mode, environment_mode
+from .modes import EffectiveMode, decide_mode
 
 
 class SkipReason(StrEnum):
@@ -74,23 +75,20 @@ def plan(drifts: Sequence[Drift], env: EnvironmentSettings, now: datetime, *,
          recent_reverts: Mapping[ResourceKey, int] | None = None,
          desired_empty: bool = False,
          prune_allowed: bool = False,
-         sync: bool = False,
+         pass_kind: PassKind = PassKind.RUN,
+         pauses: Sequence[Pause] = (),
          dry_run: bool | None = None) -> Plan:
     overrides = overrides or {}
     recent_reverts = recent_reverts or {}
-    base = environment_mode(env, now)
-    if sync:
-        base = EffectiveMode(Mode.ENFORCE, env.dry_run, ModeSource.ENVIRONMENT)
+    sync = pass_kind is PassKind.SYNC
     dry = env.dry_run if dry_run is None else dry_run
     brakes: list[BrakeEvent] = []
     kept: list[Drift] = []
     candidates: list[Drift] = []
 
     for d in sorted(drifts, key=lambda x: x.key):
-        ov = overrides.get(d.key)
-        if sync and ov in (ObjectMode.ALERT, ObjectMode.ENFORCE):
-            ov = None  # sync overrides modes, except an explicit observe/disabled
-        em = effective_mode(env, ov, now, env_mode=base)
+        em = decide_mode(env, now, override=overrides.get(d.key), key=d.key, pass_kind=pass_kind, pauses=pauses,
+                         dry_run=dry_run)
         if em.mode is None:
             continue
         d = replace(d, mode=em.mode)

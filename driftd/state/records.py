@@ -21,6 +21,8 @@ class EventKind(StrEnum):
     WOULD_REVERT = "would_revert"
     BRAKE = "brake"
     IMAGE = "image"  # an image policy finding: update available, tag moved, digest missing, written back
+    PAUSED = "paused"  # break-glass: enforcement held for an environment or object (driftd pause)
+    RESUMED = "resumed"  # the pause ended (driftd resume, or it expired)
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..log import get_logger
-from ..model import Action, Drift, DriftKind, ResourceKey, TargetKind
-from . import queries
+from ..model import Action, Drift, DriftKind, Pause, ResourceKey, TargetKind
+from . import pauses, queries
 from .records import (
     AuditEvent,
     EventKind,
@@ -239,6 +239,37 @@ class StateStore:
             "ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
             (namespace, key, value, now)))
 
+    async def pause(self, p: Pause, now: datetime) -> None:
+        """Record a break-glass pause (replacing one of the same environment and scope) and its audit event."""
+        row = (pauses.NAMESPACE, pauses.kv_key(p), pauses.dump(p), ts(now))
+        event = AuditEvent(now, p.environment, EventKind.PAUSED, reason=pauses.describe(p), actor=p.by)
+
+        def fn(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO kv(namespace, key, value, updated) VALUES (?, ?, ?, ?) "
+                      "ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
+                      row)
+            _insert_event(c, event)
+
+        await self._write(fn)
+
+    async def resume(self, env: str, scope: str | None, now: datetime, *, by: str, reason: str = "resumed"
+                     ) -> list[Pause]:
+        """End the pauses of ``env`` (``scope`` ``*`` or ``KIND/[NS/]NAME``; None: every one), each with an
+        audit event. Returns the pauses ended (an expired one too: its row is removed)."""
+        def fn(c: sqlite3.Connection) -> list[Pause]:
+            ended = []
+            for key, value in queries.kv_items(c, pauses.NAMESPACE).items():
+                p = pauses.load(value)
+                if p is None or p.environment != env or (scope is not None and p.scope != scope):
+                    continue
+                c.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (pauses.NAMESPACE, key))
+                what = "environment" if not p.kind else p.scope
+                _insert_event(c, AuditEvent(now, env, EventKind.RESUMED, reason=f"{what}: {reason}", actor=by))
+                ended.append(p)
+            return ended
+
+        return await self._write(fn)
+
     async def kv_delete(self, namespace: str, key: str) -> None:
         await self._write(lambda c: c.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key)))
 
@@ -261,6 +292,12 @@ class StateStore:
 
     async def kv_items(self, namespace: str) -> dict[str, str]:
         return await self._read(lambda c: queries.kv_items(c, namespace))
+
+    async def pauses(self, env: str | None = None) -> list[Pause]:
+        """Recorded pauses (of ``env``), expired ones included: ``Pause.holds(now)`` says which hold."""
+        rows = await self.kv_items(pauses.NAMESPACE)
+        found = [p for p in map(pauses.load, rows.values()) if p is not None]
+        return sorted((p for p in found if env is None or p.environment == env), key=lambda p: (p.environment, p.scope))
 
     async def inventory(self, env: str, target: TargetKind) -> frozenset[ResourceKey]:
         return await self._read(lambda c: queries.inventory(c, env, target))

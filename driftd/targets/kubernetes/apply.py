@@ -19,7 +19,7 @@ from ...diff import ignore
 from ...diff.managed_fields import Path, resolve, take_over
 from ...errors import DriftdError
 from ...log import get_logger
-from ...model import Action, DesiredState, Drift, DriftKind, ObjectMode, ResourceKey
+from ...model import Action, DesiredState, Drift, DriftKind, ResourceKey
 from .client import APPLY_PATCH, MERGE_PATCH, ApiError, KubeClient, NotFound
 from .compare import FIELD_MANAGER, Planned, apply_body
 from .ports import ClusterAccess
@@ -87,9 +87,8 @@ async def _revert_one(client: KubeClient, humans: tuple[str, ...], p: Planned | 
     if p is None:
         results[i] = dataclasses.replace(d, action=Action.SKIPPED, reason="no longer declared in Git")
         return
-    if p.mode in (ObjectMode.OBSERVE, ObjectMode.ALERT, ObjectMode.DISABLED):
-        results[i] = dataclasses.replace(d, action=Action.SKIPPED, reason=f"{ignore.MODE_ANNOTATION}={p.mode}")
-        return
+    # Whether to revert is decided once, for every target, by policy.modes.decide_mode: what reaches here
+    # is planned for revert (a disabled object never does: it is not even compared).
     try:
         await apply_object(client, humans, p, dry_run=dry_run)
     except DriftdError as e:

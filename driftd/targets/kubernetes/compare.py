@@ -30,7 +30,7 @@ from ...diff import ignore, pointer
 from ...diff.explain import Verdict, explain
 from ...diff.managed_fields import DRIFTD_MANAGER, entries, resolve
 from ...diff.noop import prove, schema_pointer, server_rewrites
-from ...model import DesiredObject, ObjectMode, ResourceKey
+from ...model import DesiredObject, ResourceKey
 from .client import APPLY_PATCH, ApiError, KubeClient
 from .discovery import ResourceInfo
 
@@ -46,7 +46,7 @@ class Planned:
     info: ResourceInfo
     body: dict[str, Any]  # Git's object without ignored fields: what driftd applies
     ignored: tuple[str, ...]
-    mode: ObjectMode | None
+    disabled: bool = False  # driftd.io/mode: disabled in Git: neither compared nor reverted
     digest: str = field(default="")
 
     def __post_init__(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...policy.modes import is_disabled
+
 # Kinds listed in watched namespaces to find unmanaged objects (besides the kinds Git declares).
 UNMANAGED_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"), ("v1", "ServiceAccount"),
@@ -33,5 +35,4 @@ def is_system_object(obj: Mapping[str, Any]) -> bool:
         return True
     if kind == "Service" and name == "kubernetes" and meta.get("namespace") == "default":
         return True
-    ann = meta.get("annotations") or {}
-    return ann.get("driftd.io/mode") == "disabled"
+    return is_disabled(obj)

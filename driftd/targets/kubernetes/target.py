@@ -27,12 +27,11 @@ from ...model import (
     DesiredState,
     Drift,
     DriftKind,
-    Mode,
-    ObjectMode,
     ResourceKey,
     TargetKind,
     TargetResult,
 )
+from ...policy.modes import is_disabled
 from . import apply as apply_mod
 from .client import KubeClient, connect
 from .compare import Comparer, DryRunRefused, Planned
@@ -58,16 +57,10 @@ class LiveView:
     error: str | None = None
 
 
-def object_mode(body: Mapping[str, Any]) -> ObjectMode | None:
-    raw = ((body.get("metadata") or {}).get("annotations") or {}).get(ignore.MODE_ANNOTATION)
-    try:
-        return ObjectMode(raw) if raw else None
-    except ValueError:
-        return None
-
-
-def effective_mode(env: EnvironmentSettings, m: ObjectMode | None) -> Mode:
-    return Mode(str(m)) if m is not None and m is not ObjectMode.DISABLED else env.mode
+def _disabled_in_git(body: Mapping[str, Any]) -> bool:
+    """``disabled`` objects are not even compared. Every other mode is the engine's to decide
+    (policy.modes.decide_mode); an invalid value is reported there, once, for every target."""
+    return is_disabled(body)
 
 
 class KubernetesTarget:
@@ -166,15 +159,11 @@ class KubernetesTarget:
             if bad:
                 errors.append(f"{key} ({d.source}): {ignore.IGNORE_ANNOTATION} entries must be JSON pointers "
                               f"starting with '/': {', '.join(bad)}")
-            ann = meta.get("annotations") or {}
-            if ignore.MODE_ANNOTATION in ann and object_mode(body) is None:
-                errors.append(f"{key} ({d.source}): {ignore.MODE_ANNOTATION} must be one of "
-                              f"{', '.join(m.value for m in ObjectMode)}, found {ann[ignore.MODE_ANNOTATION]!r}")
             ignored = ignore.ignored_paths(env.ignore, kind=kind, name=key.name, namespace=ns, body=body,
                                            hpa_target=(kind, ns, key.name) in hpa)
             applied = ignore.strip(body, ignored)
             out.append(Planned(desired=d, key=key, info=info, body=applied, ignored=ignored,
-                               mode=object_mode(body)))
+                               disabled=_disabled_in_git(body)))
         return out, errors, unknown
 
     # --- live state ----------------------------------------------------------------------------
@@ -313,15 +302,14 @@ class KubernetesTarget:
         drifts: list[Drift] = []
 
         async def judge(p: Planned) -> None:
-            if p.mode is ObjectMode.DISABLED:
+            if p.disabled:
                 return
             known, live, err = self._lookup(views, p.info, p.key.namespace, p.key.name)
-            mode = effective_mode(env, p.mode)
             if not known:
                 object_errors[p.key] = f"{p.key}: live state unknown: {err}"
                 return
             if live is None:
-                drifts.append(Drift(p.key, DriftKind.MISSING, mode=mode))
+                drifts.append(Drift(p.key, DriftKind.MISSING))
                 return
             try:
                 v = await comparer.verdict(p, live)
@@ -332,7 +320,7 @@ class KubernetesTarget:
                 object_errors[p.key] = f"{p.key}: {e}"
                 return
             if v.changes:
-                drifts.append(Drift(p.key, DriftKind.MODIFIED, v.changes, v.changed_by, v.changed_at, mode=mode))
+                drifts.append(Drift(p.key, DriftKind.MODIFIED, v.changes, v.changed_by, v.changed_at))
 
         async with anyio.create_task_group() as tg:
             for p in planned:
@@ -342,8 +330,8 @@ class KubernetesTarget:
             if not known:
                 object_errors[k] = f"{k}: cannot tell whether it is orphaned: {err}"
                 undetermined.add(k)  # under its real identity: the scope is known
-            elif live is not None and not _disabled(live):
-                drifts.append(Drift(k, DriftKind.ORPHANED, mode=env.mode))
+            elif live is not None and not is_disabled(live):
+                drifts.append(Drift(k, DriftKind.ORPHANED))
         inventory_names = {(k.kind, k.namespace, k.name) for k in inventory}
         for info in unmanaged_infos:
             for ns in ks.watch_namespaces:
@@ -357,7 +345,7 @@ class KubernetesTarget:
                     if only is not None and (info.group, info.kind, ns, name) not in only:
                         continue
                     key = ResourceKey(TargetKind.KUBERNETES, info.kind, name, ns, info.api_version)
-                    drifts.append(Drift(key, DriftKind.UNMANAGED, mode=env.mode))
+                    drifts.append(Drift(key, DriftKind.UNMANAGED))
         drifts.sort(key=lambda d: (d.key, d.drift))
         errors.extend(self._object_errors(env.name, only, object_errors))
         return TargetResult(TargetKind.KUBERNETES, resources=len(planned), drifts=tuple(drifts),
@@ -440,6 +428,3 @@ def _with_ns(body: Mapping[str, Any], ns: str) -> dict[str, Any]:
     meta.setdefault("namespace", ns)
     return {**body, "metadata": meta}
 
-
-def _disabled(obj: Mapping[str, Any]) -> bool:
-    return ((obj.get("metadata") or {}).get("annotations") or {}).get(ignore.MODE_ANNOTATION) == "disabled"
