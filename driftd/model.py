@@ -287,6 +287,10 @@ class TargetResult:
     declared: frozenset[ResourceKey] | None = None
     # AWS: declared resources checked / declared, with the reason for each one not checked.
     checked_coverage: Coverage | None = None
+    # Desired keys the target names otherwise (Kubernetes: a cluster-scoped custom resource, whose scope only
+    # discovery knows), desired key -> the target's. The engine keys overrides, drifts and the inventory
+    # by the target's key, so a per-object mode holds whatever the loader guessed.
+    renamed: Mapping[ResourceKey, ResourceKey] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

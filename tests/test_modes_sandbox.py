@@ -112,7 +112,9 @@ def test_same_annotation_cases_same_decisions_for_kubernetes_and_aws(sandbox: Sa
         "repositories": [{"name": "envs", "url": str(work)}],
         "environments": [{"name": "modes", "repository": "envs", "branch": "main", "mode": "alert",
                           "kubernetes": {"cluster": "sandbox", "namespace": ns, "path": "k8s"},
-                          "aws": {"account": "moto", "path": "aws", "unmanaged": False}}],
+                          "aws": {"account": "moto", "path": "aws", "unmanaged": False},
+                          # every object drifts on purpose: no drift-storm hold
+                          "brakes": {"storm_min_objects": 100}}],
     }, tmp_path / "driftd.toml")
 
     def drift_everything() -> None:
@@ -182,3 +184,70 @@ def test_same_annotation_cases_same_decisions_for_kubernetes_and_aws(sandbox: Sa
     assert others == {c: ("oob", "oob") for c in CASES if c != "enforce"}
     assert after_sync == {"none": ("git", "git"), "observe": ("oob", "oob"), "alert": ("git", "git"),
                           "enforce": ("git", "git"), "disabled": ("oob", "oob"), "bogus": ("oob", "oob")}
+
+
+def test_object_mode_override_on_a_cluster_scoped_custom_resource(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The loader cannot know a custom kind's scope and keys it with the default namespace; only discovery
+    knows. The override must still hold for the object the target checks and reverts (one key), and one
+    pass plans the revision once (check and revert share the plan)."""
+    tag = uuid.uuid4().hex[:6]
+    group = f"k8s12-{tag}.example.com"
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": f"gadgets.{group}"},
+           "spec": {"group": group, "scope": "Cluster",
+                    "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget", "listKind": "GadgetList"},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                        "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                            "size": {"type": "integer"}}}}}}}]}}
+    sandbox.kubectl("apply", "-f", "-", input=yaml.safe_dump(crd))
+    sandbox.kubectl("wait", "--for=condition=Established", f"crd/gadgets.{group}", "--timeout=30s")
+
+    def gadget(name: str, mode: str | None) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": f"{name}-{tag}"}
+        if mode:
+            meta["annotations"] = {"driftd.io/mode": mode}
+        return {"apiVersion": f"{group}/v1", "kind": "Gadget", "metadata": meta, "spec": {"size": 1}}
+
+    docs = [gadget("held", "Observe"), gadget("free", None)]
+    work = tmp_path / "repo"
+    git("init", "--quiet", "--initial-branch=main", str(work), cwd=tmp_path)
+    (work / "k8s").mkdir()
+    (work / "k8s" / "gadgets.yaml").write_text(yaml.safe_dump_all(docs))
+    git("add", "-A", cwd=work)
+    git("commit", "--quiet", "-m", "desired", cwd=work)
+    sandbox.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    for name in ("held", "free"):
+        sandbox.kubectl("patch", "gadget", f"{name}-{tag}", "--type=merge", "-p", '{"spec":{"size":7}}')
+    cfg = parse_config({
+        "daemon": {"state_dir": str(tmp_path / "state")},
+        "clusters": [{"name": "sandbox", "kubeconfig": str(sandbox.kubeconfig)}],
+        "repositories": [{"name": "envs", "url": str(work)}],
+        "environments": [{"name": "cr", "repository": "envs", "branch": "main", "mode": "enforce",
+                          "kubernetes": {"cluster": "sandbox", "namespace": "default", "path": "k8s"}}],
+    }, tmp_path / "driftd.toml")
+    got: dict[str, Any] = {}
+
+    async def main() -> None:
+        sources, pool = Sources(cfg), TargetPool(cfg)
+        try:
+            rt = EnvRuntime(cfg.environments[0])
+            await sources.fetch("envs")
+            assert (await refresh(rt, sources, cfg)).loaded
+            target = pool.get(TargetKind.KUBERNETES, "sandbox").target
+            res = await Reconciler(None).pass_target(rt, target, pass_kind=PassKind.RUN)
+            got["drifts"] = {d.key.name: d for d in res.drifts}
+            got["plans"] = getattr(target, "plans_made")  # noqa: B009 (a KubernetesTarget counter)
+        finally:
+            await pool.aclose()
+
+    try:
+        anyio.run(main)
+        held, free = got["drifts"][f"held-{tag}"], got["drifts"][f"free-{tag}"]
+        assert held.key.namespace == ""  # named as the cluster does, not with the loader's default namespace
+        assert (held.action, held.mode) == (Action.REPORTED, Mode.OBSERVE)  # the override found its object
+        assert (free.action, free.mode) == (Action.REVERTED, Mode.ENFORCE)
+        assert sandbox.kubectl_json("get", "gadget", f"held-{tag}")["spec"]["size"] == 7
+        assert sandbox.kubectl_json("get", "gadget", f"free-{tag}")["spec"]["size"] == 1
+        assert got["plans"] == 1  # the revert reused the check's plan
+    finally:
+        sandbox.kubectl("delete", "crd", f"gadgets.{group}", "--wait=false", check=False)

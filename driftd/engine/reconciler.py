@@ -194,7 +194,9 @@ class Reconciler:
         counts = EnvCounts(objects=own + sum(v.resources for k2, v in rt.targets.items() if k2 is not kind),
                            drifting=others + len(drifting_here))
         recent = rt.history.counts((d.key for d in result.drifts), now, env.brakes.fight_window)
-        p = plan(result.drifts, env, now, counts=counts, overrides=rt.overrides, recent_reverts=recent,
+        overrides = rt.overrides if not result.renamed else \
+            {result.renamed.get(k, k): m for k, m in rt.overrides.items()}
+        p = plan(result.drifts, env, now, counts=counts, overrides=overrides, recent_reverts=recent,
                  desired_empty=not declared, prune_allowed=prune_allowed(env, kind),
                  pass_kind=pass_kind, pauses=rt.pauses, dry_run=dry_run)
         if pass_kind == PassKind.CHECK:

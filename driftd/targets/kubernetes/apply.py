@@ -1,7 +1,9 @@
 """Reverting drift: forced server-side apply as ``driftd``, after taking over what humans added.
 
-Order: Namespaces, then CustomResourceDefinitions (waiting until Established, then resolving
-the kinds they define), then everything else; then prunes (prune.py). Fields added by human
+Order: Namespaces, then CustomResourceDefinitions (waiting until Established), then everything
+else, and last the resources of kinds those CRDs define (planned from the CRDs, ``awaits_crd``):
+discovery is refreshed and they are planned again against what the server now serves, then
+applied, all in the same sync (Flux's staged apply); then prunes (prune.py). Fields added by human
 managers are removed by first merging those managers' managedFields entries into driftd's
 (Flux's approach) and then applying: fields driftd owns that Git lacks are dropped by the
 server. Ignored fields, including HPA-owned ``spec.replicas``, are in neither step.
@@ -37,33 +39,21 @@ async def revert(target: ClusterAccess, env: EnvironmentSettings, desired: Desir
                  drifts: Sequence[Drift], *, dry_run: bool = False) -> tuple[Drift, ...]:
     ks = target.settings(env)
     client = await target.client()
-    planned, _, unknown = await target.plan(env, desired)
+    planned, _, _ = await target.plan(env, desired)
     by_key = {p.key: p for p in planned}
     results: dict[int, Drift] = {}
-    applies = sorted(((i, d) for i, d in enumerate(drifts) if d.drift in (DriftKind.MISSING, DriftKind.MODIFIED)),
-                     key=lambda t: _ORDER.get(t[1].key.kind, 2))
-    crds_created = False
-    for _, group in _phases(applies):
+    applies = [(i, d) for i, d in enumerate(drifts) if d.drift in (DriftKind.MISSING, DriftKind.MODIFIED)]
+    later = [(i, d) for i, d in applies if (p := by_key.get(d.key)) is not None and p.awaits_crd]
+    for _, group in _phases([t for t in applies if t not in later]):
         async with anyio.create_task_group() as tg:
             for i, d in group:
                 tg.start_soon(_revert_one, client, ks.human_managers, by_key.get(d.key), d, dry_run, results, i)
         if any(d.key.kind == "CustomResourceDefinition" for _, d in group):
-            crds_created = True
             for i, d in group:
                 if results[i].action is Action.REVERTED and not dry_run:
                     await _wait_established(client, d.key)
-    extra: list[Drift] = []
-    if crds_created and unknown and not dry_run:
-        # Kinds the new CRDs define could not be planned at check time: create them now.
-        disc = await target.discovery()
-        for u in unknown:
-            disc.forget(str(u.body.get("apiVersion")))
-        replanned, _, _ = await target.plan(env, DesiredState(desired.revision, tuple(unknown)))
-        for p in replanned:
-            d = Drift(p.key, DriftKind.MISSING)
-            res: dict[int, Drift] = {}
-            await _revert_one(client, ks.human_managers, p, d, dry_run, res, 0)
-            extra.append(res[0])
+    if later:
+        await _apply_after_crds(target, env, desired, later, by_key, dry_run, results)
     orphaned = [(i, d) for i, d in enumerate(drifts) if d.drift is DriftKind.ORPHANED]
     pruned = await prune(target, env, desired, [d for _, d in orphaned], dry_run=dry_run)
     for (i, _), d in zip(orphaned, pruned, strict=True):
@@ -72,7 +62,37 @@ async def revert(target: ClusterAccess, env: EnvironmentSettings, desired: Desir
         if d.drift is DriftKind.UNMANAGED:
             results[i] = dataclasses.replace(d, action=Action.SKIPPED,
                                              reason="unmanaged objects are reported, never deleted")
-    return tuple(results[i] for i in range(len(drifts))) + tuple(extra)
+    return tuple(results[i] for i in range(len(drifts)))
+
+
+async def _apply_after_crds(target: ClusterAccess, env: EnvironmentSettings, desired: DesiredState,
+                            items: list[tuple[int, Drift]], by_key: Mapping[ResourceKey, Planned], dry_run: bool,
+                            results: dict[int, Drift]) -> None:
+    """Resources of kinds defined by CRDs created above: discovery is asked again (the CRD's own
+    ``names`` may differ from what the server serves), then each is applied as planned now."""
+    ks = target.settings(env)
+    if dry_run:
+        for i, d in items:
+            results[i] = dataclasses.replace(d, action=Action.SKIPPED,
+                                             reason="dry run: applied once its CustomResourceDefinition is created")
+        return
+    disc = await target.discovery()
+    for av in {by_key[d.key].desired.body.get("apiVersion") for _, d in items}:
+        disc.forget(str(av))
+    replanned, errors, _ = await target.plan(env, DesiredState(desired.revision,
+                                                               tuple(by_key[d.key].desired for _, d in items)))
+    now = {p.desired.key: p for p in replanned if not p.awaits_crd}
+    client = await target.client()
+    async with anyio.create_task_group() as tg:
+        for i, d in items:
+            p = now.get(by_key[d.key].desired.key)
+            if p is None:
+                why = next((e for e in errors if str(d.key) in e), "")
+                results[i] = dataclasses.replace(
+                    d, action=Action.REVERT_FAILED,
+                    reason=f"its CustomResourceDefinition is not established, or defines another kind {why}".strip())
+                continue
+            tg.start_soon(_revert_one, client, ks.human_managers, p, d, dry_run, results, i)
 
 
 def _phases(items: list[tuple[int, Drift]]) -> list[tuple[int, list[tuple[int, Drift]]]]:

@@ -47,6 +47,10 @@ class Planned:
     body: dict[str, Any]  # Git's object without ignored fields: what driftd applies
     ignored: tuple[str, ...]
     disabled: bool = False  # driftd.io/mode: disabled in Git: neither compared nor reverted
+    # Its kind is defined by a CRD of the same desired state that the API server does not serve yet:
+    # ``info`` is read from that CRD, the object cannot exist (missing), and it is applied only after
+    # the CRD is Established and discovery knows the kind (apply.py).
+    awaits_crd: bool = False
     digest: str = field(default="")
 
     def __post_init__(self) -> None:

@@ -9,7 +9,9 @@ becomes known without a restart.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ...errors import TargetError
 from ...model import ClusterInfo
@@ -43,6 +45,33 @@ class ResourceInfo:
     def label(self) -> str:
         """``deployments.apps`` as RBAC and kubectl name it."""
         return f"{self.resource}.{self.group}" if self.group else self.resource
+
+
+_CRUD = frozenset({"get", "list", "watch", "create", "update", "patch", "delete"})
+
+
+def crd_kinds(bodies: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], ResourceInfo]:
+    """(apiVersion, kind) -> resource for every served version of the CustomResourceDefinitions among
+    ``bodies`` (desired manifests): what discovery will say once they are Established. Lets a desired
+    state that holds CRDs and resources of them be planned before the CRDs exist (Flux's staged apply)."""
+    out: dict[tuple[str, str], ResourceInfo] = {}
+    for b in bodies:
+        if b.get("kind") != "CustomResourceDefinition" or not str(b.get("apiVersion", "")).startswith(
+                "apiextensions.k8s.io/"):
+            continue
+        spec = b.get("spec")
+        names = spec.get("names") if isinstance(spec, Mapping) else None
+        if not isinstance(spec, Mapping) or not isinstance(names, Mapping):
+            continue
+        group, kind, plural = spec.get("group"), names.get("kind"), names.get("plural")
+        if not (isinstance(group, str) and isinstance(kind, str) and isinstance(plural, str)):
+            continue
+        for v in spec.get("versions") or ():
+            if isinstance(v, Mapping) and isinstance(v.get("name"), str) and v.get("served", True):
+                out[(f"{group}/{v['name']}", kind)] = ResourceInfo(
+                    group=group, version=v["name"], resource=plural, kind=kind,
+                    namespaced=spec.get("scope", "Namespaced") == "Namespaced", verbs=_CRUD)
+    return out
 
 
 class UnknownKind(TargetError):

@@ -35,7 +35,7 @@ from ...policy.modes import is_disabled
 from . import apply as apply_mod
 from .client import KubeClient, connect
 from .compare import Comparer, DryRunRefused, Planned
-from .discovery import Discovery, ResourceInfo, UnknownKind
+from .discovery import Discovery, ResourceInfo, UnknownKind, crd_kinds
 from .informer import Informer, list_all
 from .informers import SharedInformers
 from .scope import UNMANAGED_KINDS, is_system_object
@@ -75,6 +75,10 @@ class KubernetesTarget:
         # One per human_managers setting: verdicts depend on it (environments may differ).
         self._comparers: dict[tuple[str, ...], Comparer] = {}
         self._informers = SharedInformers()
+        # environment -> (the desired state, the settings, its plan): one plan per revision
+        self._plans: dict[str, tuple[DesiredState, EnvironmentSettings,
+                                     tuple[tuple[Planned, ...], tuple[str, ...], tuple[DesiredObject, ...]]]] = {}
+        self.plans_made = 0  # plans computed (not reused) since start: tests and benchmarks read it
         self._info: tuple[float, ClusterInfo] | None = None
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -127,10 +131,28 @@ class KubernetesTarget:
 
     async def plan(self, env: EnvironmentSettings, desired: DesiredState
                    ) -> tuple[list[Planned], list[str], list[DesiredObject]]:
-        """Resolve every desired object. Returns (planned, errors, objects of unknown kinds)."""
+        """Resolve every desired object. Returns (planned, errors, objects of unknown kinds).
+
+        Planned once per revision: check, revert and watch of the same desired state (the same object)
+        and settings share one plan. Not kept while a kind is unknown or awaits its CRD: discovery
+        may know it any moment."""
+        cached = self._plans.get(env.name)
+        if cached is not None and cached[0] is desired and cached[1] == env:
+            return list(cached[2][0]), list(cached[2][1]), list(cached[2][2])
+        self.plans_made += 1
+        planned, errors, unknown = await self._plan(env, desired)
+        if unknown or any(p.awaits_crd for p in planned):
+            self._plans.pop(env.name, None)
+        else:
+            self._plans[env.name] = (desired, env, (tuple(planned), tuple(errors), tuple(unknown)))
+        return planned, errors, unknown
+
+    async def _plan(self, env: EnvironmentSettings, desired: DesiredState
+                    ) -> tuple[list[Planned], list[str], list[DesiredObject]]:
         ks = self.settings(env)
         disc = await self.discovery()
         hpa = hpa_targets(_with_ns(d.body, d.key.namespace or ks.namespace) for d in desired.kubernetes)
+        declared_kinds = crd_kinds(d.body for d in desired.kubernetes)
         out: list[Planned] = []
         errors: list[str] = []
         unknown: list[DesiredObject] = []
@@ -138,12 +160,16 @@ class KubernetesTarget:
             body = dict(d.body)
             api_version = str(body.get("apiVersion") or d.key.api_version)
             kind = str(body.get("kind") or d.key.kind)
+            awaits_crd = False
             try:
                 info = await disc.resolve(api_version, kind)
             except UnknownKind as e:
-                unknown.append(d)
-                errors.append(f"{d.key} ({d.source}): {e.message}")
-                continue
+                pending = declared_kinds.get((api_version, kind))
+                if pending is None:
+                    unknown.append(d)
+                    errors.append(f"{d.key} ({d.source}): {e.message}")
+                    continue
+                info, awaits_crd = pending, True  # its CRD is declared too: created first, in the same sync
             except DriftdError as e:
                 errors.append(f"{d.key} ({d.source}): {e}")
                 continue
@@ -163,7 +189,7 @@ class KubernetesTarget:
                                            hpa_target=(kind, ns, key.name) in hpa)
             applied = ignore.strip(body, ignored)
             out.append(Planned(desired=d, key=key, info=info, body=applied, ignored=ignored,
-                               disabled=_disabled_in_git(body)))
+                               disabled=_disabled_in_git(body), awaits_crd=awaits_crd))
         return out, errors, unknown
 
     # --- live state ----------------------------------------------------------------------------
@@ -172,7 +198,8 @@ class KubernetesTarget:
                       ) -> set[Scope]:
         by_info: dict[ResourceInfo, set[str]] = {}
         for p in planned:
-            by_info.setdefault(p.info, set()).add(p.key.namespace)
+            if not p.awaits_crd:  # nothing to list: the API server does not serve the kind yet
+                by_info.setdefault(p.info, set()).add(p.key.namespace)
         for info, ns in extra:
             by_info.setdefault(info, set()).add(ns or "")
         scopes: set[Scope] = set()
@@ -261,7 +288,8 @@ class KubernetesTarget:
         planned_src = {p.desired.key for p in planned}
         declared_out = frozenset({p.key for p in planned}
                                  | {d.key for d in desired.kubernetes if d.key not in planned_src})
-        declared_infos = {p.info for p in planned if p.info.namespaced}
+        renamed = {p.desired.key: p.key for p in planned if p.key != p.desired.key}
+        declared_infos = {p.info for p in planned if p.info.namespaced and not p.awaits_crd}
         if only is not None:
             # The desired state's key too: a custom cluster-scoped object's carries a namespace.
             planned = [p for p in planned if _ident(p.key) in only or _ident(p.desired.key) in only]
@@ -303,6 +331,9 @@ class KubernetesTarget:
 
         async def judge(p: Planned) -> None:
             if p.disabled:
+                return
+            if p.awaits_crd:  # no object of a kind the server does not serve can exist
+                drifts.append(Drift(p.key, DriftKind.MISSING))
                 return
             known, live, err = self._lookup(views, p.info, p.key.namespace, p.key.name)
             if not known:
@@ -350,7 +381,7 @@ class KubernetesTarget:
         errors.extend(self._object_errors(env.name, only, object_errors))
         return TargetResult(TargetKind.KUBERNETES, resources=len(planned), drifts=tuple(drifts),
                             errors=tuple(sorted(set(errors))), undetermined=frozenset(undetermined),
-                            declared=declared_out)
+                            declared=declared_out, renamed=renamed)
 
     def _object_errors(self, env: str, only: frozenset[Ident] | None, found: dict[ResourceKey, str]
                        ) -> list[str]:
