@@ -180,3 +180,22 @@ async def test_an_encrypted_helm_values_file_is_refused_not_rendered(tmp_path: P
     assert not r.ok
     assert "values file k8s/secret-values.yaml is encrypted with SOPS, which is not supported" in str(r.problems[0])
     assert loader.helm.renders == 0
+
+
+@pytest.mark.anyio
+async def test_an_encrypted_file_inside_a_kustomization_is_refused(tmp_path: Path) -> None:
+    """kustomize reads files from disk, so driftd cannot decrypt for it without writing cleartext: the file is
+    an error (the environment is not acted on), not a Secret applied with ENC[...] values."""
+    key = tmp_path / "k.agekey"
+    recipient = age_key(key)
+    work = Work(tmp_path)
+    work.commit({"k8s/app/kustomization.yaml": "resources: [db.yaml]\n",
+                 "k8s/app/db.yaml": encrypt(secret("db"), recipient, tmp_path)})
+    cache = cache_for(work, tmp_path)
+    await cache.fetch()
+    decryptor = SopsDecryptor(sops())
+    r = await DesiredStateLoader({"envs": cache}, sops=decryptor).load(with_key(env_settings(), key))
+    assert not r.ok
+    assert any(str(p).startswith("k8s/app/db.yaml: this file is encrypted with SOPS inside a kustomization")
+               for p in r.problems), r.problems
+    assert decryptor.decryptions == 0

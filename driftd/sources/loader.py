@@ -279,6 +279,14 @@ class DesiredStateLoader:
 
         files = await anyio.to_thread.run_sync(self._parse_manifests, cache, snap.files, data, skip)
         encrypted = [path for path, p in files.items() if p.error is None and is_encrypted(p.documents)]
+        for path in sorted(p for p in data if under_any(p, kustomize_dirs) and is_manifest_path(p)
+                           and b"sops:" in data[p] and is_encrypted(parse_file(data[p], p, self.limits).documents)):
+            # kubectl kustomize reads files from disk: decrypting this one for it would write its cleartext there,
+            # and rendering it as is would apply ENC[...] strings.
+            problems.append(DesiredStateError(
+                "this file is encrypted with SOPS inside a kustomization directory, which driftd does not decrypt "
+                "(kustomize would need its cleartext on disk); keep encrypted manifests outside kustomization "
+                "directories", file=path))
         if encrypted:
             await self._decrypt(cache, snap, files, data, encrypted, age_key_file)
         rendered: dict[str, Parsed] = {}
