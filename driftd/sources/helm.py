@@ -48,7 +48,7 @@ import anyio.to_thread
 
 from ..errors import DesiredStateError
 from ..model import ClusterInfo
-from .toolrun import ToolFailed, find_tool, run_tool, scrubbed_env
+from .tools import ToolFailed, find_tool, run_tool, scrubbed_env
 from .yamlsafe import DEFAULT_LIMITS, Limits, load_documents
 
 RELEASE_FILES = ("driftd-helm.yaml", "driftd-helm.yml")

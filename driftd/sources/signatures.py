@@ -28,7 +28,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import SourceError
-from .toolrun import ToolFailed, ToolResult, find_tool, run_tool, scrubbed_env
+from .tools import ToolFailed, ToolResult, find_tool, run_tool, scrubbed_env
 
 KEYS_SETTING = "environments.signatures.trusted_key_files"
 DEFAULT_TIMEOUT = 30.0

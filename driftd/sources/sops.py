@@ -25,7 +25,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import DesiredStateError
-from .toolrun import ToolFailed, find_tool, run_tool, scrubbed_env
+from .tools import ToolFailed, find_tool, run_tool, scrubbed_env
 from .yamlsafe import Document
 
 DEFAULT_TIMEOUT = 30.0
