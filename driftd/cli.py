@@ -52,6 +52,23 @@ def _parser() -> argparse.ArgumentParser:
     c = cmd("resume", "end a pause now (without --object: every pause of the environment)")
     c.add_argument("--env", required=True, metavar="NAME")
     c.add_argument("--object", metavar="KIND/[NAMESPACE/]NAME")
+    c = cmd("report", "render the current state (from the state store, or a fresh check) as markdown, HTML or JSON")
+    c.add_argument("--format", "-f", choices=("markdown", "html", "json"), default="markdown")
+    c.add_argument("--env", action="append", default=[], metavar="NAME", help="only this environment (repeatable)")
+    c.add_argument("--since", default=None,
+                   help="only drifts that began since (24h, 7d or an ISO date), plus the audit trail since then")
+    c.add_argument("--fresh", action="store_true",
+                   help="run a read-only check now instead of reading what the daemon recorded")
+    c = cmd("diff", "what would change live if a revision were applied; exit 0 without changes, 1 with, 2 error")
+    c.add_argument("--env", required=True, metavar="NAME")
+    c.add_argument("--revision", required=True, metavar="REF", help="a branch, tag or commit of the repository")
+    c.add_argument("--output", "-o", choices=("text", "markdown", "json"), default="text")
+    c = cmd("adopt", "write an object's live values of drifted fields into its manifest, on a new branch "
+                     "driftd/adopt/... (never the environment's); prints the branch")
+    c.add_argument("--env", required=True, metavar="NAME")
+    c.add_argument("--object", required=True, metavar="KIND/[NAMESPACE/]NAME")
+    c.add_argument("--path", action="append", default=[], metavar="POINTER",
+                   help="only changes at or below this JSON pointer (repeatable; default: every drifted field)")
     cmd("permissions", "print the IAM policy and Kubernetes RBAC the configured environments need")
     sub.add_parser("version", help="print the version")
     return p
@@ -128,6 +145,28 @@ def _dispatch(args: argparse.Namespace, config: object) -> int:
             return pauses.pause(config, env=args.env, obj=args.object, duration=args.duration, reason=args.reason,
                                 out=out)
         return pauses.resume(config, env=args.env, obj=args.object, out=out)
+    if args.command == "report":
+        from .engine.reporting import run_report
+
+        unknown = [n for n in args.env if n not in {e.name for e in config.environments}]
+        if unknown:
+            print(f"driftd: no environment named {', '.join(map(repr, unknown))} in {config.path}", file=sys.stderr)
+            return EXIT_ERROR
+        return run_report(config, envs=args.env, since=args.since, fmt=args.format, fresh=args.fresh, out=out)
+    if args.command == "diff":
+        from .engine.preview import run_preview
+
+        if args.env not in {e.name for e in config.environments}:
+            print(f"driftd: no environment named {args.env!r} in {config.path}", file=sys.stderr)
+            return EXIT_ERROR
+        return run_preview(config, env=args.env, ref=args.revision, output=args.output, out=out)
+    if args.command == "adopt":
+        from .engine.adopt import run_adopt
+
+        if args.env not in {e.name for e in config.environments}:
+            print(f"driftd: no environment named {args.env!r} in {config.path}", file=sys.stderr)
+            return EXIT_ERROR
+        return run_adopt(config, env=args.env, obj=args.object, paths=args.path, out=out)
     if args.command == "permissions":
         from .engine.permissions import render_permissions
 

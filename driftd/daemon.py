@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 
 import anyio
 import anyio.abc
@@ -55,6 +56,7 @@ from .engine.reconciler import EnvRuntime, Reconciler, declared_keys, forget_met
 from .engine.status import EngineStatus
 from .engine.timing import Backoff, jitter
 from .errors import ConfigErrors, DriftdError
+from .hooks import GitHooks, HookRepository
 from .log import get_logger
 from .model import Action, DesiredState, ResourceKey, TargetKind
 from .state import StateError, StateStore
@@ -189,7 +191,8 @@ class Daemon:
         except ImportError:
             serve = None  # type: ignore[assignment]
         if serve is not None:
-            await root.start(serve, self.config.daemon, self.status)
+            hooks = GitHooks(self._hook_repositories, self._wake_repository)
+            await root.start(partial(serve, audit=self.store, hooks=hooks), self.config.daemon, self.status)
         try:
             from . import systemd
         except ImportError:
@@ -241,6 +244,17 @@ class Daemon:
 
     def handover_state(self, env: str) -> Mapping[str, str]:
         return self.notifier.handover_state(env) if self.notifier is not None else {}
+
+    def _hook_repositories(self) -> list[HookRepository]:
+        """Repositories a push webhook may wake: those with a ``webhook_secret_file``."""
+        return [HookRepository(r.name, r.url, r.webhook_secret_file) for r in self.config.repositories.values()
+                if r.webhook_secret_file is not None]
+
+    def _wake_repository(self, name: str) -> None:
+        """A verified push webhook: fetch ``name`` now (its loop then loads and passes its environments)."""
+        wake = self.repo_wake.get(name)
+        if wake is not None:
+            wake.set()
 
     def _start_notifier(self, root: anyio.abc.TaskGroup, config: Config) -> AlertNotifier:
         notifier = self.notifier = AlertNotifier(config.alertmanager, config.daemon)
@@ -352,6 +366,8 @@ class Daemon:
                 if cache is None:
                     return
                 delay = jitter(cache.settings.poll_interval)
+                # Before the fetch: a push webhook arriving while it runs wakes the next one at once.
+                wake = self.repo_wake[name] = anyio.Event()
                 try:
                     result = await self.sources.fetch(name)
                     backoff.reset()
@@ -368,7 +384,6 @@ class Daemon:
                         # Every environment of the repository reports it; none acts on what it has.
                         w.fetch_error = f"cannot fetch repository {name}: {reason}"
                         w.new_revision()
-                wake = self.repo_wake[name] = anyio.Event()
                 with anyio.move_on_after(delay):
                     await wake.wait()
 

@@ -89,3 +89,6 @@ def remove_series(metric: MetricWrapperBase, label_names: tuple[str, ...],
 def forget_environment(name: str) -> int:
     """Drop every series of environment ``name`` (it left the config): gauges, counters, histograms."""
     return sum(remove_series(m, names, lambda labels: labels["environment"] == name) for m, names in BY_ENVIRONMENT)
+webhook_requests = Counter("driftd_webhook_requests_total",
+                           "Requests to /hooks/git by provider and result (accepted, ignored, unverified, unknown, "
+                           "rate_limited, too_large, bad_request)", ["provider", "result"], registry=REGISTRY)

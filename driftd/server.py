@@ -10,6 +10,9 @@ Routes:
                                    environment (404 without)
   /api/v1/environments/{name}/objects/{target}/{kind}/{namespace or _}/{object}
                                    one object's drift (alerts' generatorURL points here)
+  /, /static/{name}, /events       the web page, its assets and its update stream (driftd.web)
+  POST /hooks/git                  push webhooks from GitHub, GitLab, Gitea/Forgejo (driftd.hooks): open, each
+                                   request authenticated by its provider's signature or token instead
 
 Exposure (docs/security.md):
 - every path except :data:`OPEN_PATHS` requires ``Authorization: Bearer <token>`` when
@@ -40,10 +43,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import DaemonSettings
 from .errors import DriftdError
+from .hooks import GitHooks
 from .log import get_logger
 from .metrics import REGISTRY, http_connections_open, http_connections_refused
 from .model import EnvironmentReport
 from .redact import redact_drift, redact_report
+from .web import AuditView, Web
 
 log = get_logger("driftd.server")
 
@@ -60,7 +65,7 @@ _STATUS: web.AppKey[StatusView] = web.AppKey("status", StatusView)
 
 # Paths that answer without the bearer token. Everything else (the API, and any page or endpoint
 # added later) requires it: default deny, so a new route cannot be exposed by forgetting a list.
-OPEN_PATHS: frozenset[str] = frozenset({"/metrics", "/healthz", "/readyz"})
+OPEN_PATHS: frozenset[str] = frozenset({"/metrics", "/healthz", "/readyz", "/hooks/git"})
 
 
 @dataclass(frozen=True)
@@ -233,7 +238,8 @@ async def _object(request: web.Request) -> web.Response:
 
 
 def make_app(status: StatusView, *, token: TokenFile | None = None, limits: ServerLimits = ServerLimits(),
-             guard: ConnectionGuard | None = None) -> web.Application:
+             guard: ConnectionGuard | None = None, audit: AuditView | None = None,
+             hooks: GitHooks | None = None) -> web.Application:
     middlewares = [authentication(token)]
     if guard is not None:
         middlewares.insert(0, guard.middleware)
@@ -246,6 +252,9 @@ def make_app(status: StatusView, *, token: TokenFile | None = None, limits: Serv
     app.router.add_get("/api/v1/replicas", _replicas)
     app.router.add_get("/api/v1/environments/{name}", _environment)
     app.router.add_get("/api/v1/environments/{name}/objects/{target}/{kind}/{namespace}/{object}", _object)
+    Web(status, audit).add_routes(app)
+    if hooks is not None:
+        hooks.add_routes(app)
     return app
 
 
@@ -387,12 +396,14 @@ class _GuardedSite(web.TCPSite):
 
 
 async def serve(settings: DaemonSettings, status: StatusView, *, limits: ServerLimits = ServerLimits(),
+                audit: AuditView | None = None, hooks: GitHooks | None = None,
                 task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled. ``task_status.started()`` once the port is bound (bind and token errors raise)."""
     check_exposure(settings)
     token = TokenFile(settings.api_token_file) if settings.api_token_file is not None else None
     guard = ConnectionGuard(limits)
-    runner = web.AppRunner(make_app(status, token=token, limits=limits, guard=guard), access_log=None,
+    runner = web.AppRunner(make_app(status, token=token, limits=limits, guard=guard, audit=audit, hooks=hooks),
+                           access_log=None,
                            handle_signals=False, shutdown_timeout=1.0, keepalive_timeout=limits.header_timeout)
     await runner.setup()
     try:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # System packages the sandbox servers need (tests/sandbox), installed only when missing:
-# Debian's docker-registry, Alertmanager and Prometheus, plus git, openssl and kubectl; and the tools
-# behind SOPS and signed commits (age for test keys, gpg and ssh-keygen, which driftd runs to verify).
+# Debian's docker-registry, Alertmanager and Prometheus, plus git, openssl and kubectl; the tools
+# behind SOPS and signed commits (age for test keys, gpg and ssh-keygen, which driftd runs to verify);
+# and chromium (the web page's tests drive it headless through playwright's Python package, with
+# executable_path: playwright's own browser download is not used).
 # Shared by `.ci/run`, `make test` and `make demo`, so a newcomer's first command sets itself up.
 set -euo pipefail
 
@@ -19,6 +21,7 @@ declare -A BIN_OF=(
   [gnupg]=gpg
   [openssh-client]=ssh-keygen
   [make]=make
+  [chromium]=chromium
   [python3-venv]=""
 )
 missing=()

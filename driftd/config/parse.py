@@ -434,6 +434,7 @@ class _Reader:
             username=self.s(t, k, "username", None),
             ssh_key_file=self.path(t, k, "ssh_key_file", secret=True),
             known_hosts_file=self.path(t, k, "known_hosts_file", secret=True),
+            webhook_secret_file=self.path(t, k, "webhook_secret_file", secret=True),
         )
 
     def registry(self, k: str, raw: dict[str, Any]) -> RegistrySettings:

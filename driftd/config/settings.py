@@ -82,6 +82,7 @@ class RepositorySettings:
     username: str | None = None  # for basic auth with token_file as the password
     ssh_key_file: Path | None = None
     known_hosts_file: Path | None = None
+    webhook_secret_file: Path | None = None  # the shared secret of push webhooks (/hooks/git)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from dulwich.client import (
 )
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 from dulwich.object_store import tree_lookup_path
-from dulwich.objects import Blob, Commit, ObjectID, Tree
+from dulwich.objects import Blob, Commit, ObjectID, Tag, Tree
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
@@ -346,6 +346,62 @@ class RepositoryCache:
                 return c.as_raw_string(), None
             return c.raw_without_sig(), c.gpgsig
 
+    async def fetch_revision(self, ref: str) -> str:
+        """Fetch ``ref`` (a branch, a tag, or a commit id or its unique prefix on some branch) into the
+        cache without moving its mirrored branches; returns the commit id (``driftd diff --revision``)."""
+        try:
+            with anyio.fail_after(self.settings.timeout):
+                return await anyio.to_thread.run_sync(self._fetch_revision_sync, ref, limiter=self._limiter,
+                                                      abandon_on_cancel=True)
+        except TimeoutError:
+            raise SourceError(f"fetch did not finish within {self.settings.timeout:g}s", subject=self.subject) from None
+
+    def _fetch_revision_sync(self, ref: str) -> str:
+        if not self._busy.acquire(blocking=False):
+            raise SourceError("the previous fetch is still running (stuck network call?)", subject=self.subject)
+        try:
+            with cache_lock(self.path, timeout=self.settings.timeout, subject=self.subject):
+                repo = self._open_or_init()
+                try:
+                    return self._fetch_revision_into(repo, ref)
+                finally:
+                    repo.close()
+        finally:
+            self._busy.release()
+
+    def _fetch_revision_into(self, repo: Repo, ref: str) -> str:
+        client, path = self._client()
+        names = {Ref(b"refs/heads/" + ref.encode()), Ref(b"refs/tags/" + ref.encode()), Ref(ref.encode())}
+        found: dict[str, str] = {}
+        heads: list[str] = []
+
+        def determine_wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
+            for r, sha in refs.items():
+                base = Ref(r[:-3]) if r.endswith(b"^{}") else r
+                if base in names:  # a peeled entry (^{}) wins over the annotated tag object
+                    if r.endswith(b"^{}") or base.decode() not in found:
+                        found[base.decode()] = sha.decode("ascii")
+                elif r.startswith(_HEADS) and not r.endswith(b"^{}"):
+                    heads.append(sha.decode("ascii"))
+            # A commit id: any branch may hold it (a pull request's); fetch the branches too.
+            wanted = set(found.values()) | (set(heads) if not found else set())
+            return sorted({_oid(x) for x in wanted if _oid(x) not in repo.object_store})
+
+        try:
+            client.fetch(path, repo, determine_wants=determine_wants, ref_prefix=[_HEADS, Ref(b"refs/tags/")])
+        except (GitProtocolError, HangupException, NotGitRepository, OSError, ValueError, KeyError) as e:
+            raise SourceError(f"cannot fetch {ref!r}: {_reason(e)}", subject=self.subject) from e
+        finally:
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+        for name in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
+            if name in found:
+                return _peel(repo, found[name], self.subject)
+        if re.fullmatch(r"[0-9a-fA-F]{4,40}", ref):
+            return _find_commit(repo, ref.lower(), heads, self.subject)
+        raise SourceError(f"no branch, tag or commit named {ref!r}", subject=self.subject, retryable=False)
+
     # --- trees -----------------------------------------------------------------------------------
 
     async def tree_id(self, commit: str, path: str) -> str | None:
@@ -543,6 +599,38 @@ def _tree_at(repo: Repo, commit: str, path: str, subject: str) -> str | None:
     if not stat.S_ISDIR(mode):
         return None
     return str(sha.decode("ascii"))
+
+
+def _peel(repo: Repo, sha: str, subject: str) -> str:
+    """The commit an (annotated) tag points at."""
+    obj = repo.object_store[_oid(sha)]
+    for _ in range(10):
+        if isinstance(obj, Commit):
+            return str(obj.id.decode("ascii"))
+        if isinstance(obj, Tag):
+            obj = repo.object_store[obj.object[1]]
+            continue
+        break
+    raise SourceError(f"{sha} is not a commit", subject=subject, retryable=False)
+
+
+def _find_commit(repo: Repo, prefix: str, heads: list[str], subject: str, limit: int = 20_000) -> str:
+    """The commit whose id starts with ``prefix`` among the history of ``heads`` (bounded walk)."""
+    if len(prefix) == 40 and _oid(prefix) in repo.object_store:
+        return _peel(repo, prefix, subject)
+    matches: set[str] = set()
+    walker = repo.get_walker(include=[_oid(h) for h in heads if _oid(h) in repo.object_store])
+    for seen, entry in enumerate(walker, start=1):
+        sha = entry.commit.id.decode("ascii")
+        if sha.startswith(prefix):
+            matches.add(sha)
+        if seen >= limit or len(matches) > 1:
+            break
+    if len(matches) == 1:
+        return matches.pop()
+    if matches:
+        raise SourceError(f"commit prefix {prefix!r} is ambiguous", subject=subject, retryable=False)
+    raise SourceError(f"no commit {prefix!r} on any branch", subject=subject, retryable=False)
 
 
 def _local_heads(repo: Repo) -> dict[str, str]:

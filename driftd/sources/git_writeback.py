@@ -9,6 +9,10 @@ the server refuses the update; we fetch the new head and try again, up to ``max_
 
 ``push=False`` (an environment in ``observe`` mode) stops after the edit: the result lists what would
 be written on the current head, and nothing is committed or pushed.
+
+``push_branch`` (``driftd adopt``) commits on top of the branch's head but pushes the commit to a NEW
+branch of that name (refused if it exists), leaving the environment's branch alone: a pull request
+takes it from there.
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ def _walk(repo: Repo, tree_id: bytes, prefix: str) -> list[tuple[str, int, bytes
 
 def commit_and_push_sync(url: str, branch: str, *, cache_dir: Path, paths: Sequence[str], edit: EditFn,
                          message: MessageFn, author: str, auth: PushAuth | None = None,
-                         max_attempts: int = 5, push: bool = True) -> WriteBackResult:
+                         max_attempts: int = 5, push: bool = True, push_branch: str | None = None) -> WriteBackResult:
     """Blocking; run it in a worker thread (see :func:`commit_and_push`)."""
     subject = f"{url}#{branch}"
     ref: Any = f"refs/heads/{branch}".encode()  # dulwich types refs as a NewType of bytes
@@ -124,14 +128,15 @@ def commit_and_push_sync(url: str, branch: str, *, cache_dir: Path, paths: Seque
         repo = Repo(str(local))
         try:
             return _attempts(client, path, repo, url, branch, ref, subject, paths, edit, message, author,
-                             max_attempts, push)
+                             max_attempts, push, push_branch)
         finally:
             repo.close()
 
 
 def _attempts(client: Any, path: str, repo: Repo, url: str, branch: str, ref: Any, subject: str,
               paths: Sequence[str], edit: EditFn, message: MessageFn, author: str,
-              max_attempts: int, push: bool) -> WriteBackResult:
+              max_attempts: int, push: bool, push_branch: str | None = None) -> WriteBackResult:
+    target: Any = f"refs/heads/{push_branch}".encode() if push_branch else ref
     for attempt in range(1, max_attempts + 1):
         try:
             fetched = client.fetch(path, repo,
@@ -174,22 +179,26 @@ def _attempts(client: Any, path: str, repo: Repo, url: str, branch: str, ref: An
         c.message = message(lines).encode()
         repo.object_store.add_object(c)
         try:
-            _push(client, path, repo, ref, head, c.id)
+            _push(client, path, repo, target, None if push_branch else head, c.id)
         except _BranchMoved as e:
+            if push_branch:
+                raise SourceError(f"branch {push_branch!r} already exists on the remote ({e})", subject=subject,
+                                  retryable=False) from e
             log.info("writeback.branch_moved", repository=url, branch=branch, attempt=attempt, reason=str(e))
             continue
-        repo.refs[ref] = c.id
+        repo.refs[target] = c.id
         log.info("writeback.pushed", repository=url, branch=branch, revision=c.id.decode(), files=len(files),
                  attempts=attempt)
         return WriteBackResult(c.id.decode(), head.decode(), tuple(lines), tuple(files), attempt)
     raise SourceError(f"branch kept moving: push refused {max_attempts} times", subject=subject)
 
 
-def _push(client: Any, path: str, repo: Repo, ref: bytes, expected: bytes, new: bytes) -> None:
+def _push(client: Any, path: str, repo: Repo, ref: bytes, expected: bytes | None, new: bytes) -> None:
     def update_refs(refs: dict[bytes, bytes]) -> dict[bytes, bytes]:
         if refs.get(ref) != expected:
             # Someone pushed since our fetch: do not overwrite their commit (this would be a force push).
-            raise _BranchMoved(f"remote head is {refs.get(ref, b'?').decode()[:12]}, expected {expected.decode()[:12]}")
+            was = (expected or b"no branch").decode()[:12]
+            raise _BranchMoved(f"remote head is {refs.get(ref, b'?').decode()[:12]}, expected {was}")
         return {**refs, ref: new}
 
     try:
@@ -208,8 +217,9 @@ def _push(client: Any, path: str, repo: Repo, ref: bytes, expected: bytes, new: 
 
 async def commit_and_push(url: str, branch: str, *, cache_dir: Path, paths: Sequence[str], edit: EditFn,
                           message: MessageFn, author: str, auth: PushAuth | None = None,
-                          max_attempts: int = 5, push: bool = True) -> WriteBackResult:
+                          max_attempts: int = 5, push: bool = True, push_branch: str | None = None) -> WriteBackResult:
     """Edit, commit and push in a worker thread; see the module docstring."""
     return await anyio.to_thread.run_sync(
         lambda: commit_and_push_sync(url, branch, cache_dir=cache_dir, paths=paths, edit=edit, message=message,
-                                     author=author, auth=auth, max_attempts=max_attempts, push=push))
+                                     author=author, auth=auth, max_attempts=max_attempts, push=push,
+                                     push_branch=push_branch))

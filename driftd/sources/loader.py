@@ -173,6 +173,19 @@ class DesiredStateLoader:
         payload, signature = await cache.commit_signature(commit)
         return await self.verifier.verify(commit, CommitSignature(payload, signature), keys)
 
+    async def load_revision(self, env: EnvironmentSettings, commit: str, *, account_id: str = "",
+                            region: str = "", cluster: ClusterInfoSource | None = None) -> LoadResult:
+        """The desired state of ``env`` at another ``commit`` of its repository (already in the cache), for a
+        preview (``driftd diff --revision``): nothing is acted on, so an unsigned commit is read too (a pull
+        request's usually is), and the environment's last good revision is left alone."""
+        cache = self.repositories.get(env.repository)
+        if cache is None:
+            return LoadResult(env.name, None, error=f"no repository named {env.repository!r}")
+        try:
+            return await self._load(cache, env, commit, account_id, region, cluster)
+        except SourceError as e:
+            return LoadResult(env.name, commit, error=str(e))
+
     async def _load(self, cache: RepositoryCache, env: EnvironmentSettings, commit: str,
                     account_id: str, region: str, cluster: ClusterInfoSource | None) -> LoadResult:
         kube, aws = env.kubernetes, env.aws

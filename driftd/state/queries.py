@@ -86,3 +86,10 @@ def events(c: sqlite3.Connection, *, env: str | None = None, since: datetime | N
                               drift=DriftKind(r[9]) if r[9] else None, reason=r[11], changes=load_changes(r[12]),
                               changed_by=r[13], actor=r[14], id=r[0]))
     return out
+
+
+def inventory_info(c: sqlite3.Connection, env: str) -> tuple[str | None, datetime | None]:
+    """The revision of the environment's last full pass and when it ended (any target; newest first)."""
+    row = c.execute("SELECT revision, updated FROM inventories WHERE env = ? ORDER BY updated DESC LIMIT 1",
+                    (env,)).fetchone()
+    return (None, None) if row is None else (row[0], from_ts(row[1]))
