@@ -62,3 +62,18 @@ def test_errors_name_the_key(tmp_path: Path, extra: str, key: str, message: str)
     with pytest.raises(ConfigErrors) as e:
         load(tmp_path, "[coordination]\n" + extra + "\n")
     assert any(err.key == key and message in err.message for err in e.value.errors), [str(x) for x in e.value.errors]
+
+
+def test_permissions_print_the_leases_role(tmp_path: Path) -> None:
+    import json
+
+    from driftd.engine.permissions import render_permissions
+
+    cfg = load(tmp_path, '[coordination]\ncluster = "prod"\nnamespace = "driftd"\nidentity = "a"\n')
+    out = json.loads(render_permissions(cfg, load=False))
+    assert out["coordination"]["cluster"] == "prod"
+    role = out["coordination"]["role"]
+    assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "driftd")
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "verbs": ["get", "list", "watch", "create", "update"]}]
+    assert "coordination" not in json.loads(render_permissions(load(tmp_path, ""), load=False))

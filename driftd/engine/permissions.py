@@ -102,17 +102,33 @@ def kubernetes_roles(config: Config, desired: dict[str, DesiredState | None]) ->
             for c, ks in sorted(kinds.items())}, notes
 
 
+def coordination_role(config: Config) -> dict[str, Any] | None:
+    """With ``[coordination]``: the namespaced Role the replicas' Leases need, on the coordination cluster."""
+    c = config.coordination
+    if c is None:
+        return None
+    return {"cluster": c.cluster,
+            "role": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                     "metadata": {"name": "driftd-leases", "namespace": c.namespace},
+                     "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                "verbs": ["get", "list", "watch", "create", "update"]}]}}
+
+
 def permissions(config: Config, desired: dict[str, DesiredState | None]) -> dict[str, Any]:
     aws, n1 = aws_policies(config, desired)
     kube, n2 = kubernetes_roles(config, desired)
     out: dict[str, Any] = {"aws": aws, "kubernetes": kube}
+    coordination = coordination_role(config)
+    if coordination is not None:
+        out["coordination"] = coordination
     if n1 or n2:
         out["notes"] = n1 + n2
     return out
 
 
 def render_permissions(config: Config, *, load: bool = True) -> str:
-    """JSON: ``{"aws": {account: IAM policy}, "kubernetes": {cluster: ClusterRole}, "notes": [...]}``."""
+    """JSON: ``{"aws": {account: IAM policy}, "kubernetes": {cluster: ClusterRole}, "notes": [...]}``, plus
+    ``"coordination": {"cluster": name, "role": Role}`` with ``[coordination]``."""
     desired: dict[str, DesiredState | None]
     if load and config.environments:
         desired = anyio.run(_desired, config)
