@@ -244,3 +244,24 @@ def test_lease_names_are_valid_kubernetes_names() -> None:
         n = lease_name("driftd", LeaseKind.ENVIRONMENT, subject)
         assert re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", n), n
     assert lease_name("driftd", LeaseKind.ENVIRONMENT, "Prod") != lease_name("driftd", LeaseKind.ENVIRONMENT, "prod")
+
+
+async def test_readiness_waits_for_the_leases_and_for_what_was_taken_over() -> None:
+    from types import SimpleNamespace
+
+    from driftd.engine.status import EngineStatus
+
+    mem, clock = MemLeases(), Clock()
+    r = Replica(mem, "r0", clock)
+    runtimes: list[SimpleNamespace] = []
+    status = EngineStatus(lambda: runtimes)  # type: ignore[arg-type,return-value]
+    status.config_loaded = True
+    status.coordinator = r.c
+    assert not status.ready()  # has not looked at the leases yet: it cannot know what it holds
+    await r.tick()
+    assert status.ready()  # holds nothing yet, nothing unchecked
+    runtimes.append(SimpleNamespace(last_report=None, settings=SimpleNamespace(name="env-00")))  # just taken over
+    assert not status.ready()
+    runtimes[0].last_report = object()  # its first check under this replica
+    assert status.ready()
+    assert status.replicas() == r.c.snapshot()
