@@ -18,6 +18,7 @@ import pytest
 from driftd.model import ClusterInfo
 from driftd.sources.helm import HelmRenderer, parse_releases
 from driftd.sources.loader import DesiredStateLoader, LoadResult
+from tests.sandbox import Sandbox
 from tests.tools_support import CORPUS_HELM, Work, cache_for, env_settings, helm
 
 CLUSTER = ClusterInfo("v1.34.4", ("v1", "apps/v1", "autoscaling/v2", "policy/v1"))
@@ -254,3 +255,60 @@ async def test_chart_from_a_chart_repository_pinned_by_version(tmp_path: Path) -
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.anyio
+async def test_the_clusters_api_versions_decide_what_renders(tmp_path: Path) -> None:
+    """kube-state-metrics renders its VerticalPodAutoscaler only when the cluster serves autoscaling.k8s.io/v1
+    (.Capabilities.APIVersions.Has): the API versions reach helm, and a change of them renders again."""
+    work = Work(tmp_path)
+    work.copy(CORPUS_HELM / "kube-state-metrics", "k8s/ksm")
+    work.commit({"k8s/driftd-helm.yaml": "releases:\n  - name: ksm\n    chart: ksm\n"
+                 "    values: {verticalPodAutoscaler: {enabled: true}}\n"})
+    cache = cache_for(work, tmp_path)
+    await cache.fetch()
+    loader = DesiredStateLoader({"envs": cache}, helm=HelmRenderer(helm()))
+
+    async def without() -> ClusterInfo:
+        return CLUSTER
+
+    async def with_vpa() -> ClusterInfo:
+        return ClusterInfo(CLUSTER.kube_version, (*CLUSTER.api_versions, "autoscaling.k8s.io/v1"))
+
+    assert "VerticalPodAutoscaler" not in kinds(await loader.load(env_settings(), cluster=without))
+    loader._envs.clear()  # the same commit: drop the per-environment shortcut, keep the rendering cache
+    assert kinds(await loader.load(env_settings(), cluster=with_vpa))["VerticalPodAutoscaler"] == 1
+    assert loader.helm.renders == 2
+
+
+@pytest.mark.sandbox
+@pytest.mark.anyio
+async def test_cluster_info_from_the_sandbox_api_server(sandbox: Sandbox) -> None:
+    from driftd.config import ClusterSettings
+    from driftd.targets.kubernetes.target import KubernetesTarget
+
+    target = KubernetesTarget(ClusterSettings("sandbox", kubeconfig=Path(sandbox.kubeconfig)))
+    try:
+        info = await target.cluster_info()
+        assert info.kube_version == "v1.34.4"
+        for gv in ("v1", "apps/v1", "apps/v1/Deployment", "v1/ConfigMap", "autoscaling/v2/HorizontalPodAutoscaler",
+                   "rbac.authorization.k8s.io/v1/ClusterRole"):
+            assert gv in info.api_versions, gv
+        assert "autoscaling.k8s.io/v1" not in info.api_versions
+        assert await target.cluster_info() is info, "reused, not asked again"
+    finally:
+        await target.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_rendering_cache_is_bounded_by_bytes(tmp_path: Path) -> None:
+    work = Work(tmp_path)
+    work.copy(CORPUS_HELM / "podinfo", "k8s/podinfo")
+    releases = "releases:\n" + "".join(f"  - name: p{i}\n    chart: podinfo\n" for i in range(3))
+    work.commit({"k8s/driftd-helm.yaml": releases})
+    renderer = HelmRenderer(helm(), cache_bytes=5000)  # one podinfo rendering is ~3-4 kB
+    r, loader = await load(work, tmp_path, DesiredStateLoader({}, helm=renderer))
+    assert r.ok, r.error
+    assert renderer.renders == 3
+    assert len(renderer._cache) == 1
+    assert 0 < renderer._cached <= 5000

@@ -189,12 +189,15 @@ class HelmRenderer:
     """Runs ``helm template`` (``helm`` may be a path; looked up on PATH when rendering) with a cache."""
 
     def __init__(self, helm: str = "helm", *, timeout: float = DEFAULT_TIMEOUT,
-                 max_output: int = DEFAULT_MAX_OUTPUT, cache_size: int = 256) -> None:
+                 max_output: int = DEFAULT_MAX_OUTPUT, cache_size: int = 256,
+                 cache_bytes: int = 256 * 1024 * 1024) -> None:
         self.helm = helm
         self.timeout = timeout
         self.max_output = max_output
         self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_bytes = cache_bytes  # renderings can be large: bound the cache by size, not only count
+        self._cached = 0
         self.renders = 0  # helm processes run (tests and benchmarks read it)
 
     async def render(self, release: HelmRelease, *, namespace: str, chart_digest: str,
@@ -239,8 +242,9 @@ class HelmRenderer:
         finally:
             await anyio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
         self._cache[key] = res.stdout
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cached += len(res.stdout)
+        while len(self._cache) > self._cache_size or (self._cached > self._cache_bytes and len(self._cache) > 1):
+            self._cached -= len(self._cache.popitem(last=False)[1])
         return res.stdout
 
     @staticmethod

@@ -53,11 +53,14 @@ class SopsDecryptor:
     """Runs ``sops decrypt`` (``sops`` may be a path; looked up on PATH). Caches cleartext in memory by
     (blob id, key digest): a commit that changes nothing encrypted decrypts nothing."""
 
-    def __init__(self, sops: str = "sops", *, timeout: float = DEFAULT_TIMEOUT, cache_size: int = 4096) -> None:
+    def __init__(self, sops: str = "sops", *, timeout: float = DEFAULT_TIMEOUT, cache_size: int = 4096,
+                 cache_bytes: int = 64 * 1024 * 1024) -> None:
         self.sops = sops
         self.timeout = timeout
         self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_bytes = cache_bytes
+        self._cached = 0
         self.decryptions = 0  # sops processes run (tests read it)
 
     async def decrypt(self, data: bytes, *, file: str, blob: str, documents: tuple[Document, ...],
@@ -98,8 +101,9 @@ class SopsDecryptor:
         if res.returncode != 0:
             return DesiredStateError(_failure(res.stderr, documents, key_file), file=file)
         self._cache[ck] = res.stdout
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cached += len(res.stdout)
+        while len(self._cache) > self._cache_size or (self._cached > self._cache_bytes and len(self._cache) > 1):
+            self._cached -= len(self._cache.popitem(last=False)[1])
         return res.stdout
 
 
