@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -58,6 +59,10 @@ class SshKey:
         return ["gpg.format=ssh", f"user.signingkey={self.private}"]
 
 
+def _gnupg_homes() -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob("driftd-gpg-*"))
+
+
 def trusting(*files: Path) -> SignatureSettings:
     return SignatureSettings(trusted_key_files=tuple(files))
 
@@ -104,6 +109,17 @@ async def test_openpgp_good_untrusted_unsigned_on_top(tmp_path: Path) -> None:
     r = await loader.load(replace(env, signatures=trusting(alice.public, mallory.public)))
     assert r.error == f"untrusted revision {unsigned}: the commit is not signed"
 
+    # A forged commit: alice's real signature copied onto another message (same tree).
+    forged = work.git("hash-object", "-t", "commit", "-w", "--stdin",
+                      input_text=work.git("cat-file", "commit", good).rstrip("\n") + " (rewritten)\n")
+    work.git("update-ref", "refs/heads/main", forged)
+    work.git("push", "-q", "-f", "origin", "main")
+    await cache.fetch()
+    r = await loader.load(env)
+    assert r.error == (f"untrusted revision {forged}: the OpenPGP signature by key {alice.fingerprint[-16:]} "
+                       "does not match the commit")
+    work.git("reset", "-q", "--hard", unsigned)
+
     # Signed again by alice: acted on again; verdicts are cached per commit.
     again = work.commit({"k8s/app.yaml": CM.format(v="4")}, sign=alice.sign(), env=alice.env)
     await cache.fetch()
@@ -111,6 +127,7 @@ async def test_openpgp_good_untrusted_unsigned_on_top(tmp_path: Path) -> None:
     runs = verifier.verifications
     assert (await loader.load(env)).ok
     assert verifier.verifications == runs
+    assert not _gnupg_homes(), "no GNUPGHOME left behind"
 
 
 @pytest.mark.anyio
