@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
+from urllib.parse import quote
 
 import anyio
 import anyio.abc
@@ -65,7 +66,11 @@ _STATUS: web.AppKey[StatusView] = web.AppKey("status", StatusView)
 
 # Paths that answer without the bearer token. Everything else (the API, and any page or endpoint
 # added later) requires it: default deny, so a new route cannot be exposed by forgetting a list.
-OPEN_PATHS: frozenset[str] = frozenset({"/metrics", "/healthz", "/readyz", "/hooks/git"})
+OPEN_PATHS: frozenset[str] = frozenset({"/metrics", "/healthz", "/readyz", "/hooks/git", "/login",
+                                       "/static/style.css"})
+# A browser cannot send the bearer header: the web page's /login form checks the same token and sets
+# it as this cookie (HttpOnly, SameSite=Strict), accepted for GET/HEAD only (no cross-site writes).
+BROWSER_COOKIE = "driftd_session"
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,11 @@ def authentication(token: TokenFile | None, open_paths: frozenset[str] = OPEN_PA
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and token.matches(presented.strip()):
             return await handler(request)
+        cookie = request.cookies.get(BROWSER_COOKIE)
+        if cookie and request.method in ("GET", "HEAD") and token.matches(cookie):
+            return await handler(request)
+        if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
+            raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
         return web.Response(status=401, text="401: a bearer token is required (Authorization: Bearer <token>)\n",
                             headers={"WWW-Authenticate": 'Bearer realm="driftd"'})
 
@@ -252,7 +262,7 @@ def make_app(status: StatusView, *, token: TokenFile | None = None, limits: Serv
     app.router.add_get("/api/v1/replicas", _replicas)
     app.router.add_get("/api/v1/environments/{name}", _environment)
     app.router.add_get("/api/v1/environments/{name}/objects/{target}/{kind}/{namespace}/{object}", _object)
-    Web(status, audit).add_routes(app)
+    Web(status, audit, token=token, cookie=BROWSER_COOKIE).add_routes(app)
     if hooks is not None:
         hooks.add_routes(app)
     return app

@@ -4,6 +4,9 @@
                      (``?env=&object=&event=`` filter it; ``&partial=1`` returns only ``<main>``)
   /static/{name}     the page's stylesheet and script, shipped in the package (no CDN)
   /events            server-sent events: ``update`` whenever a report or the audit trail changed
+  /login             with ``daemon.api_token_file``: a form taking the API token, kept as an HttpOnly,
+                     SameSite=Strict cookie that the server's authentication accepts for GET (a browser
+                     cannot send the bearer header); the same token, the same access rules
 
 Rendering is in ``driftd.render`` (pure); this module only gathers the data. Secrets are masked by
 the renderers (the state store never held them).
@@ -23,7 +26,7 @@ from .log import get_logger
 from .model import EnvironmentReport, Report, ResourceKey
 from .render.document import TimelineRow
 from .render.html import asset
-from .render.page import EVENT_KINDS, TimelineFilter, render_main, render_page
+from .render.page import EVENT_KINDS, TimelineFilter, render_login, render_main, render_page
 from .state import AuditEvent, EventKind, OpenDrift
 from .state.timeline import timeline_rows
 
@@ -51,16 +54,54 @@ class AuditView(Protocol):
     async def open_drifts(self, env: str | None = None) -> list[OpenDrift]: ...
 
 
+class Token(Protocol):
+    """``server.TokenFile``: compares in constant time, re-reads a rotated file."""
+
+    def matches(self, presented: str) -> bool: ...
+
+
 class Web:
-    def __init__(self, status: StatusView, audit: AuditView | None) -> None:
+    def __init__(self, status: StatusView, audit: AuditView | None, *, token: Token | None = None,
+                 cookie: str = "driftd_session") -> None:
         self.status = status
         self.audit = audit
+        self.token = token
+        self.cookie = cookie
         self.streams = 0
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.page)
         app.router.add_get("/static/{name}", self.static)
         app.router.add_get("/events", self.stream)
+        app.router.add_get("/login", self.login_form)
+        app.router.add_post("/login", self.login)
+
+    @staticmethod
+    def _next(raw: str) -> str:
+        """Only a path on this server (never //host or a scheme): no open redirect."""
+        return raw if raw.startswith("/") and not raw.startswith("//") and "\\" not in raw else "/"
+
+    async def login_form(self, request: web.Request, *, failed: bool = False) -> web.Response:
+        nxt = self._next(request.query.get("next", "/"))
+        if self.token is None:
+            raise web.HTTPSeeOther(nxt)
+        return web.Response(text=render_login(nxt, failed=failed), content_type="text/html",
+                            status=401 if failed else 200, headers=_NO_STORE)
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        nxt = self._next(str(form.get("next", "/")))
+        presented = str(form.get("token", "")).strip()
+        if self.token is None:
+            raise web.HTTPSeeOther(nxt)
+        if not presented or not self.token.matches(presented):
+            log.info("web.login_refused", remote=request.remote)
+            return await self.login_form(request, failed=True)
+        resp = web.HTTPSeeOther(nxt)
+        secure = request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
+        resp.set_cookie(self.cookie, presented, httponly=True, samesite="Strict", path="/", secure=secure,
+                        max_age=12 * 3600)
+        raise resp
 
     async def _data(self, filt: TimelineFilter) -> tuple[list[TimelineRow], dict[str, list[TimelineRow]],
                                                         dict[tuple[str, ResourceKey], datetime]]:

@@ -68,3 +68,16 @@ def render_page(report: Report, *, timeline: Sequence[TimelineRow], findings: Ma
             '<script src="/static/app.js" defer></script></head><body>'
             '<header><h1>driftd</h1><p><span id="live">static</span></p></header>'
             f'<main id="main">{main}</main></body></html>\n')
+
+
+def render_login(next_path: str, *, failed: bool = False) -> str:
+    """The form a browser uses to present the API token (``daemon.api_token_file``) once."""
+    problem = '<p class="error">That token is not valid.</p>' if failed else ""
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>driftd: sign in</title>'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<link rel="stylesheet" href="/static/style.css"></head><body><header><h1>driftd</h1>'
+            "<p>This daemon requires its API token (daemon.api_token_file).</p></header><main>"
+            f'{problem}<form class="filters" method="post" action="/login">'
+            f'<input type="hidden" name="next" value="{e(next_path)}">'
+            '<label>API token<input type="password" name="token" autocomplete="current-password" required></label>'
+            '<button type="submit">sign in</button></form></main></body></html>\n')
