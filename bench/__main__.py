@@ -26,6 +26,7 @@ DEFAULT_ARGS: dict[str, list[str]] = {
     "registry": [],
     "scale": ["--envs", "4", "--objects", "150", "--changes", "20", "--idle", "30"],  # issue 16: 20 x 500
     "helm": [],
+    "import": [],
 }
 
 

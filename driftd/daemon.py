@@ -516,9 +516,7 @@ class Daemon:
         if env.kubernetes is None or rt.desired is None:
             return
         pt = self.pool.get(TargetKind.KUBERNETES, env.kubernetes.cluster)
-        watch = getattr(pt.target, "watch", None)
-        if watch is None:
-            return
+        watch = pt.target.watch
         if w.watch_scope is not None:
             w.watch_scope.cancel()
             # Let the old watch release its informers before the new one takes them: a hold taken while

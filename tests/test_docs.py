@@ -224,7 +224,7 @@ def test_architecture_doc_names_every_layer_of_the_import_contract() -> None:
     """docs/architecture.md describes the layers lint-imports enforces: each one is named there."""
     pyproject = tomli.loads((ROOT / "pyproject.toml").read_text())
     contracts = pyproject["tool"]["importlinter"]["contracts"]
-    (layers,) = [c["layers"] for c in contracts if c["type"] == "layers"]
+    (layers,) = [c["layers"] for c in contracts if c["type"] == "layers" and "containers" not in c]
     text = (ROOT / "docs" / "architecture.md").read_text()
     missing = [m.strip() for layer in layers for m in layer.split("|") if m.strip() not in text]
     assert not missing, f"docs/architecture.md does not mention layer modules {missing}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -23,9 +23,18 @@ from ..log import get_logger
 from ..model import ClusterInfo, TargetKind
 from ..sources.git import FetchResult, RepositoryCache
 from ..sources.loader import ClusterInfoSource, DesiredStateLoader, LoadResult
-from .protocols import Target
+from .protocols import ClusterInfoTarget, Target
 
 log = get_logger("driftd.engine")
+
+if TYPE_CHECKING:  # no runtime import: a build may lack a target, and each costs its client library
+    from ..targets.aws.target import AwsTarget
+    from ..targets.kubernetes.target import KubernetesTarget
+
+    def _targets_conform(k: KubernetesTarget, a: AwsTarget) -> tuple[Target, Target, ClusterInfoTarget]:
+        """mypy proves both implement the whole Target protocol (watch and check_objects included): the
+        engine calls them without probing (no getattr/hasattr)."""
+        return k, a, k
 
 
 class Sources:
@@ -80,6 +89,7 @@ class TargetPool:
 
     config: Config
     targets: dict[tuple[TargetKind, str], PooledTarget] = field(default_factory=dict)
+    _clusters: dict[str, ClusterInfoTarget] = field(default_factory=dict)  # the Kubernetes targets, as Helm asks them
 
     def names(self, env: EnvironmentSettings) -> list[tuple[TargetKind, str]]:
         out = []
@@ -96,12 +106,8 @@ class TargetPool:
         name = env.kubernetes.cluster
 
         async def info() -> ClusterInfo:
-            target = self.get(TargetKind.KUBERNETES, name).target
-            fn = getattr(target, "cluster_info", None)
-            if fn is None:
-                raise DriftdError("this target cannot tell its version", subject=f"cluster {name}")
-            result: ClusterInfo = await fn()
-            return result
+            self.get(TargetKind.KUBERNETES, name)
+            return await self._clusters[name].cluster_info()
 
         return info
 
@@ -116,12 +122,13 @@ class TargetPool:
             from ..targets.kubernetes.target import KubernetesTarget
 
             cs = self.config.clusters[name]
-            target: Any = KubernetesTarget(cs)
-            return PooledTarget(target, anyio.CapacityLimiter(max(1, cs.concurrency)), cs)
+            kube = KubernetesTarget(cs)
+            self._clusters[name] = kube
+            return PooledTarget(kube, anyio.CapacityLimiter(max(1, cs.concurrency)), cs)
         acct = self.config.aws_accounts[name]
         try:
             # Looked up by name: the AWS target may be absent from a build (or still being written).
-            target = getattr(importlib.import_module("driftd.targets.aws"), "AwsTarget")(acct)  # noqa: B009
+            target: Target = getattr(importlib.import_module("driftd.targets.aws"), "AwsTarget")(acct)  # noqa: B009
         except (ImportError, AttributeError) as e:
             raise DriftdError("the AWS target is not available in this build", subject=f"aws_accounts {name}") from e
         return PooledTarget(target, anyio.CapacityLimiter(max(1, acct.concurrency)), acct)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..config import EnvironmentSettings
-from ..model import DesiredState, Drift, EnvironmentReport, ResourceKey, TargetKind, TargetResult
+from ..model import ClusterInfo, DesiredState, Drift, EnvironmentReport, ResourceKey, TargetKind, TargetResult
 from ..policy.images import ImageFinding
 from ..policy.leases import LeaseKind, LeaseRecord
 
@@ -31,23 +31,27 @@ class Target(Protocol):
         (reverted, revert_failed, skipped). One failure never stops the others."""
         ...
 
-    async def aclose(self) -> None: ...
-
-
-class WatchingTarget(Target, Protocol):
-    """Optional capabilities of a Target whose live view is pushed (Kubernetes informers). The daemon
-    uses them when present (``hasattr``) and falls back to full ``check`` passes otherwise."""
-
-    def subscribe(self, callback: Callable[[ResourceKey], None]) -> None:
-        """Call ``callback(key)`` (on the event loop; it must not block) for every live object that
-        was added, changed or deleted, once its informer has synced. Keys carry api_version."""
-        ...
-
     async def check_objects(self, env: EnvironmentSettings, desired: DesiredState, keys: frozenset[ResourceKey],
                             *, inventory: frozenset[ResourceKey]) -> TargetResult:
         """``check`` restricted to ``keys`` (declared, inventoried or unmanaged ones): drifts only for
         them, ``resources`` counts only them. Used to re-evaluate what an event touched."""
         ...
+
+    async def watch(self, env: EnvironmentSettings, desired: DesiredState, on_change: Callable[[ResourceKey], None],
+                    *, task_status: Any = ...) -> None:
+        """Push the live view: until cancelled, call ``on_change(key)`` (on the event loop; it must not
+        block) for every live object of the environment added, changed or deleted. Started with
+        ``TaskGroup.start``: ``task_status.started()`` once watching. A target that cannot push (AWS:
+        no change feed) starts and returns at once; the daemon then relies on its periodic ``check``."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class ClusterInfoTarget(Protocol):
+    """A target that can say what Helm renders against (Kubernetes: version and served API versions)."""
+
+    async def cluster_info(self) -> ClusterInfo: ...
 
 
 class ReportListener(Protocol):

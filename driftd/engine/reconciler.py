@@ -173,7 +173,7 @@ class Reconciler:
             rt.pauses = tuple(p for p in await self.store.pauses(env.name) if p.holds(t))
         try:
             inventory = await self.store.inventory(env.name, kind) if self.store else frozenset()
-            if keys is not None and hasattr(target, "check_objects"):
+            if keys is not None:
                 result: TargetResult = await target.check_objects(env, desired, keys, inventory=inventory)
             else:
                 keys = None

@@ -11,8 +11,9 @@ makes its resources unknown (``TargetResult.errors``), never drift.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import anyio
 
@@ -83,6 +84,17 @@ class AwsTarget:
                    stack_name=env.name)
 
     # --- check -----------------------------------------------------------------------------------
+
+    async def watch(self, env: EnvironmentSettings, desired: DesiredState, on_change: Callable[[ResourceKey], None],
+                    *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """AWS pushes nothing driftd can follow: started at once, the daemon polls with ``check``."""
+        task_status.started()
+
+    async def check_objects(self, env: EnvironmentSettings, desired: DesiredState, keys: frozenset[ResourceKey],
+                            *, inventory: frozenset[ResourceKey] = frozenset()) -> TargetResult:
+        """No per-object reads: a full check, its drifts restricted to ``keys``."""
+        result = await self.check(env, desired, inventory=inventory)
+        return replace(result, drifts=tuple(d for d in result.drifts if d.key in keys))
 
     async def check(self, env: EnvironmentSettings, desired: DesiredState, *,
                     inventory: frozenset[ResourceKey] = frozenset()) -> TargetResult:
