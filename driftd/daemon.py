@@ -47,6 +47,7 @@ import anyio.abc
 from . import metrics
 from .alerting import AlertNotifier
 from .config import Config, EnvironmentSettings, load_config
+from .engine import pauses
 from .engine.coordination import Coordinator
 from .engine.desired import refresh
 from .engine.images import ImageAudit
@@ -590,16 +591,12 @@ class Daemon:
             if store is None:
                 continue
             try:
-                recorded = await store.pauses()
-                now = utcnow()
-                for p in recorded:
-                    if not p.holds(now):  # expired by itself: ended in the audit trail, once
-                        await store.resume(p.environment, p.scope, now, by="driftd", reason="expired")
+                now_holding = await pauses.holding(store, utcnow())
             except StateError as e:
                 log.warning("state.read_failed", what="pauses", error=str(e))
                 continue
             for w in self.workers.values():
-                mine = tuple(p for p in recorded if p.environment == w.settings.name and p.holds(now))
+                mine = now_holding.get(w.settings.name, ())
                 if mine != w.rt.pauses:
                     log.info("pauses.changed", env=w.settings.name, pauses=[p.scope for p in mine])
                     w.rt.pauses = mine

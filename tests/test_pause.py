@@ -135,3 +135,16 @@ def test_report_shows_only_pauses_that_hold() -> None:
     assert d["pauses"][0]["scope"] == "*"
     assert d["pauses"][0]["by"] == "cli:a"
     assert "pauses" not in report(env("prod")).to_dict()
+
+
+def test_text_report_names_the_pause() -> None:
+    import io
+
+    from driftd.model import Report
+    from driftd.report import render_text
+
+    p = Pause("prod", datetime(2026, 11, 26, 12, 0, tzinfo=UTC), "INC-42", "cli:alice", kind="Deployment",
+              namespace="web", name="frontend")
+    out = io.StringIO()
+    render_text(Report((replace(report(env("prod")), pauses=(p,)),)), out)
+    assert "paused: Deployment/web/frontend until 2026-11-26 12:00:00Z by cli:alice: INC-42" in out.getvalue()

@@ -24,6 +24,20 @@ EXIT_OK, EXIT_ERROR = 0, 2
 MAX_PAUSE = 7 * 86400.0  # a forgotten pause must not switch enforcement off for good
 
 
+async def holding(store: StateStore, now: datetime) -> dict[str, tuple[Pause, ...]]:
+    """The pauses holding now, by environment; each one found expired is ended (its row removed, a
+    ``resumed`` event by ``driftd`` with reason ``expired``), once."""
+    recorded = await store.pauses()
+    for p in recorded:
+        if not p.holds(now):
+            await store.resume(p.environment, p.scope, now, by="driftd", reason="expired")
+    out: dict[str, tuple[Pause, ...]] = {}
+    for p in recorded:
+        if p.holds(now):
+            out[p.environment] = (*out.get(p.environment, ()), p)
+    return out
+
+
 def _user() -> str:
     try:
         return f"cli:{getpass.getuser()}"
