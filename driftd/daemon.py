@@ -231,7 +231,7 @@ class Daemon:
         self.workers[env] = w
         self.tg.start_soon(self._worker, w)
 
-    async def released(self, env: str, *, lost: bool) -> None:
+    async def released(self, env: str, *, lost: bool) -> Mapping[str, str]:
         w = self.workers.pop(env, None)
         if w is not None:
             w.scope.cancel()
@@ -239,9 +239,12 @@ class Daemon:
             with anyio.move_on_after(self.config.daemon.shutdown_timeout):
                 await w.done.wait()
         forget_metrics(env)  # the new holder exports this environment's series
+        state: Mapping[str, str] = {}
         if self.notifier is not None:
+            state = self.notifier.handover_state(env)  # taken after the last pass, before they are dropped
             self.notifier.hand_off(env)
         log.info("env.handed_over" if not lost else "env.lost", env=env)
+        return state
 
     def handover_state(self, env: str) -> Mapping[str, str]:
         return self.notifier.handover_state(env) if self.notifier is not None else {}

@@ -91,8 +91,9 @@ class Listener:
         self.acting.add(env)
         self.handovers[env] = handover
 
-    async def released(self, env: str, *, lost: bool) -> None:
+    async def released(self, env: str, *, lost: bool) -> Mapping[str, str]:
         self.acting.discard(env)
+        return self.handover_state(env)
 
     def handover_state(self, env: str) -> Mapping[str, str]:
         return {"driftd.io/alerts": f"state of {env}"}

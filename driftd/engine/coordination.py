@@ -268,19 +268,17 @@ class Coordinator:
 
     async def _release(self, env: str) -> None:
         """Hand over: stop the worker (its reverts recorded), publish the final handover state, free the lease."""
+        state: dict[str, str] = {}
         try:
-            await self.listener.released(env, lost=False)
+            state = dict(await self.listener.released(env, lost=False))
         except Exception:
             log.exception("lease.release_failed", env=env)
         h = self.held.get(env)
         if h is None:
             return  # lost meanwhile
         try:
-            state = dict(self.listener.handover_state(env)) or dict(h.published)
-        except Exception:
-            state = dict(h.published)
-        try:
-            await self.store.update(h.lease, holder="", duration=self.settings.lease_duration, annotations=state)
+            await self.store.update(h.lease, holder="", duration=self.settings.lease_duration,
+                                    annotations=state or dict(h.published))
         except DriftdError as e:
             self._error(f"release {env}", e)  # it expires by itself
         if self.held.get(env) is h:

@@ -115,9 +115,10 @@ class ShardListener(Protocol):
         published with ``handover_state`` (empty for a first holder)."""
         ...
 
-    async def released(self, env: str, *, lost: bool) -> None:
-        """Stop acting on ``env``; return only once nothing acts on it any more (in-flight reverts recorded).
-        ``lost``: the lease could not be renewed in time (another replica may take it now)."""
+    async def released(self, env: str, *, lost: bool) -> Mapping[str, str]:
+        """Stop acting on ``env``; return only once nothing acts on it any more (in-flight reverts recorded),
+        with the final handover state (published on the lease as it is released). ``lost``: the lease
+        could not be renewed in time (another replica may take it now; the state is not published)."""
         ...
 
     def handover_state(self, env: str) -> Mapping[str, str]:
