@@ -24,6 +24,7 @@ DEFAULT_ARGS: dict[str, list[str]] = {
     "daemon": ["--envs", "4", "--objects", "100", "--changes", "50", "--idle", "60"],
     "alerts": ["-n", "20"],
     "registry": [],
+    "hooks": ["-n", "5"],
     "scale": ["--envs", "4", "--objects", "150", "--changes", "20", "--idle", "30"],  # issue 16: 20 x 500
     "helm": [],
     "import": [],

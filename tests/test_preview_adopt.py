@@ -168,3 +168,25 @@ def test_adopt_writes_live_values_on_a_new_branch_and_check_is_clean_after_merge
     code, out, err = driftd(cfg, "adopt", "--env", "shop", "--object", f"Deployment/{ns}/web")
     assert code == 0
     assert "no drift to adopt" in err
+
+
+def test_diff_of_an_aws_environment_compares_declared_properties(sandbox: Sandbox, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_daemon_aws import TEMPLATE, aws_envs, aws_setup
+
+    git_repo, names, groups = aws_setup(sandbox, tmp_path, monkeypatch)
+    cfg = write_config(tmp_path / "driftd.toml", sandbox, repo_url=git_repo.url, state_dir=tmp_path / "state",
+                       port=free_port(), envs=aws_envs(), aws=True)
+    assert driftd(cfg, "diff", "--env", "alert", "--revision", "alert")[0] == 0
+    # A pull request opening SSH as well, on its own branch.
+    pr = TEMPLATE.replace("NAME", names["alert"]).replace(
+        "      Tags:", "        - {IpProtocol: tcp, FromPort: 22, ToPort: 22, CidrIp: 10.1.0.0/16}\n      Tags:")
+    git_repo.commit({"aws/sg.yaml": pr}, branch="alert-pr")
+    code, out, err = driftd(cfg, "diff", "--env", "alert", "--revision", "alert-pr", "--output", "json")
+    assert code == 1, err
+    (change,) = json.loads(out)["changes"]
+    assert (change["kind"], change["name"], change["would"]) == ("AWS::EC2::SecurityGroup", names["alert"], "change")
+    assert "10.1.0.0/16" in json.dumps(change["changes"])
+    # Nothing changed live.
+    g = sandbox.boto3_client("ec2").describe_security_groups(GroupIds=[groups["alert"]])["SecurityGroups"][0]
+    assert [p["FromPort"] for p in g["IpPermissions"]] == [443]
