@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import re
 import shlex
+import shutil
 import stat
 import threading
 import time
@@ -165,6 +166,13 @@ class RepositoryCache:
         except SourceError as e:
             self.last_error = e
             raise
+        except Exception as e:
+            # Whatever dulwich or the filesystem throws, the repository goes to error and is
+            # retried; it never escapes into the daemon's loops.
+            log.exception("git.fetch_crashed", repository=self.name)
+            err = SourceError(f"fetch failed unexpectedly: {type(e).__name__}: {_reason(e)}", subject=self.subject)
+            self.last_error = err
+            raise err from e
         old = self._heads or self._local_heads_at_start
         changed = tuple(sorted(b for b, sha in heads.items() if old.get(b) != sha))
         removed = tuple(sorted(b for b in old if b not in heads))
@@ -276,13 +284,32 @@ class RepositoryCache:
         return None
 
     def _write_refs(self, repo: Repo, heads: Mapping[str, str]) -> None:
+        """Mirror ``heads`` into refs/heads. Whatever names the remote uses, this never raises: the
+        fetched heads are also kept in memory, so a ref that cannot be written costs only the
+        persisted copy (logged), never the daemon (a crash here would repeat on every restart,
+        since the cache persists)."""
         local = _local_heads(repo)
-        for branch, sha in heads.items():
-            if local.get(branch) != sha:
-                repo.refs[_ref(branch)] = _oid(sha)  # force: history may be rewritten
+        # Removals first: a branch renamed `rel` -> `rel/v2` (or back) is a file/directory clash
+        # under refs/heads until the old ref is gone.
         for branch in local:
             if branch not in heads:
-                repo.refs.remove_if_equals(_ref(branch), None)
+                try:
+                    repo.refs.remove_if_equals(_ref(branch), None)
+                except (OSError, ValueError) as e:
+                    log.warning("git.ref_remove_failed", repository=self.name, branch=branch, error=_reason(e))
+        for branch, sha in heads.items():
+            if local.get(branch) == sha:
+                continue
+            try:
+                repo.refs[_ref(branch)] = _oid(sha)  # force: history may be rewritten
+            except (OSError, ValueError):
+                # A stale ref file where a directory must go (or the reverse), left by an older
+                # driftd or another process: clear the clash, then write once more.
+                _clear_ref_clash(self.path, branch)
+                try:
+                    repo.refs[_ref(branch)] = _oid(sha)
+                except (OSError, ValueError) as e:
+                    log.warning("git.ref_write_failed", repository=self.name, branch=branch, error=_reason(e))
 
     def _client(self) -> tuple[GitClient, str]:
         s = self.settings
@@ -644,6 +671,23 @@ def _local_heads(repo: Repo) -> dict[str, str]:
             continue
         out[ref.decode("utf-8", "replace")] = sha.decode("ascii")
     return out
+
+
+def _clear_ref_clash(repo_path: Path, branch: str) -> None:
+    """Remove what stands in the way of refs/heads/<branch>: a loose ref file at one of its parent
+    directories (`rel` blocks `rel/v2`), or a directory at its own path (`rel/` blocks `rel`).
+    Only loose refs under refs/heads are touched; the objects stay, so nothing is refetched."""
+    heads = (repo_path / "refs" / "heads").resolve()
+    parts = [p for p in branch.split("/") if p]
+    target = heads.joinpath(*parts).resolve() if parts else heads
+    if not target.is_relative_to(heads) or target == heads:
+        return
+    for i in range(1, len(parts)):
+        p = heads.joinpath(*parts[:i])
+        if p.is_file() or p.is_symlink():
+            p.unlink(missing_ok=True)
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def _oid(hexsha: str) -> ObjectID:
