@@ -6,9 +6,9 @@ cursors (``kv_get``/``kv_put``). All writes go through one writer task; see stor
         await store.kv_put("registry-digests", "ghcr.io/x/y:1.2", "sha256:...")
 """
 
-from .records import AuditEvent, EventKind, OpenDrift
+from .records import AuditEvent, EventKind, OpenDrift, WriteRecord
 from .schema import StateError
 from .store import DB_NAME, PassOutcome, StateStore, connect, db_path
 
-__all__ = ["DB_NAME", "AuditEvent", "EventKind", "OpenDrift", "PassOutcome", "StateError", "StateStore", "connect",
-           "db_path"]
+__all__ = ["DB_NAME", "AuditEvent", "EventKind", "OpenDrift", "PassOutcome", "StateError", "StateStore", "WriteRecord",
+           "connect", "db_path"]

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from ..model import DriftKind, ResourceKey, TargetKind
-from .records import AuditEvent, EventKind, OpenDrift, from_ts, key_from, load_changes, load_keys, ts
+from .records import AuditEvent, EventKind, OpenDrift, WriteRecord, from_ts, key_from, load_changes, load_keys, ts
 
 
 def kv_get(c: sqlite3.Connection, namespace: str, key: str) -> str | None:
@@ -93,3 +93,24 @@ def inventory_info(c: sqlite3.Connection, env: str) -> tuple[str | None, datetim
     row = c.execute("SELECT revision, updated FROM inventories WHERE env = ? ORDER BY updated DESC LIMIT 1",
                     (env,)).fetchone()
     return (None, None) if row is None else (row[0], from_ts(row[1]))
+
+
+def writes(c: sqlite3.Connection, *, env: str | None = None, open_only: bool = False,
+           limit: int | None = None) -> list[WriteRecord]:
+    """Write intents, oldest first (``open_only``: those without an outcome)."""
+    sql = ("SELECT id, ts, env, target, subject, operation, revision, actor, outcome, outcome_ts, reason "
+           "FROM intents WHERE 1 = 1")
+    args: list[Any] = []
+    if env is not None:
+        sql += " AND env = ?"
+        args.append(env)
+    if open_only:
+        sql += " AND outcome IS NULL"
+    if limit is not None:  # the newest `limit`, still oldest first
+        sql = "SELECT * FROM (" + sql + " ORDER BY id DESC LIMIT ?) ORDER BY id"  # noqa: S608 (no user text)
+        args.append(limit)
+    else:
+        sql += " ORDER BY id"
+    return [WriteRecord(r[0], from_ts(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8],
+                        from_ts(r[9]) if r[9] is not None else None, r[10])
+            for r in c.execute(sql, args)]

@@ -74,6 +74,29 @@ class OpenDrift:
     last_reason: str | None
 
 
+@dataclass(frozen=True)
+class WriteRecord:
+    """One write to a live system (see driftd.journal): the intent, and its outcome once known."""
+
+    id: int
+    ts: datetime
+    env: str
+    target: str
+    subject: str
+    operation: str
+    revision: str | None
+    actor: str
+    outcome: str | None  # None: in flight (or the process died; marked `interrupted` at the next start)
+    outcome_ts: datetime | None
+    reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "ts": iso(self.ts), "environment": self.env, "target": self.target,
+                "subject": self.subject, "operation": self.operation, "revision": self.revision,
+                "actor": self.actor, "outcome": self.outcome,
+                "outcome_ts": iso(self.outcome_ts) if self.outcome_ts else None, "reason": self.reason}
+
+
 def ts(t: datetime) -> float:
     return t.timestamp()
 

@@ -63,6 +63,26 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (namespace, key)
     );
     """,
+    # 2: write intents (audit before act, see driftd/journal.py): one row per write to a live
+    # system, committed before the write; outcome NULL while in flight, `interrupted` if the
+    # process died meanwhile (set at the next start).
+    """
+    CREATE TABLE intents (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        env TEXT NOT NULL,
+        target TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        revision TEXT,
+        actor TEXT NOT NULL DEFAULT 'driftd',
+        outcome TEXT,
+        outcome_ts REAL,
+        reason TEXT
+    );
+    CREATE INDEX intents_open ON intents(id) WHERE outcome IS NULL;
+    CREATE INDEX intents_env_ts ON intents(env, ts);
+    """,
 )
 
 

@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..journal import Intent, Outcome
 from ..log import get_logger
 from ..model import Action, Drift, DriftKind, Pause, ResourceKey, TargetKind
 from . import pauses, queries
@@ -33,6 +34,7 @@ from .records import (
     AuditEvent,
     EventKind,
     OpenDrift,
+    WriteRecord,
     dump_changes,
     dump_keys,
     key_cols,
@@ -49,6 +51,20 @@ _BATCH = 256
 
 def db_path(state_dir: Path) -> Path:
     return state_dir / DB_NAME
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that never writes, even where the directory is read-only (a CI user, a read-only
+    mount): ``mode=ro``, and when SQLite cannot create the WAL index there, ``immutable=1`` (no
+    daemon can be writing a database nobody may write)."""
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -91,11 +107,29 @@ class StateStore:
         self._all_readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._readonly = False
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, state_dir: Path) -> AsyncIterator[StateStore]:
+    async def open(cls, state_dir: Path, *, readonly: bool = False) -> AsyncIterator[StateStore]:
+        """``readonly``: reads only, no writer, no migration, nothing created (``driftd check``);
+        every write raises StateError."""
         store = cls(db_path(state_dir))
+        if readonly:
+            store._readonly = True
+            store._closed = True
+            store._send.close()
+            store._recv.close()
+            try:
+                await anyio.to_thread.run_sync(store._read_sync, lambda c: c.execute("PRAGMA user_version").fetchone())
+            except sqlite3.Error as e:
+                store._close_all()
+                raise StateError(f"cannot read the state database: {e}", subject=str(store.path)) from e
+            try:
+                yield store
+            finally:
+                store._close_all()
+            return
         try:
             await anyio.to_thread.run_sync(store._open_writer, state_dir)
         except BaseException:
@@ -164,7 +198,8 @@ class StateStore:
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
-            raise StateError("the state store is closed", subject=str(self.path))
+            why = "opened read-only" if self._readonly else "closed"
+            raise StateError(f"the state store is {why}", subject=str(self.path))
         op: _Op[T] = _Op(fn)
         await self._send.send(op)
         await op.done.wait()
@@ -178,7 +213,7 @@ class StateStore:
         with self._lock:
             conn = self._readers.pop() if self._readers else None
         if conn is None:
-            conn = connect(self.path, readonly=True)
+            conn = connect_readonly(self.path) if self._readonly else connect(self.path, readonly=True)
             with self._lock:
                 self._all_readers.append(conn)
         try:
@@ -231,6 +266,43 @@ class StateStore:
     async def close_environment(self, env: str, now: datetime, reason: str) -> int:
         """Resolve an environment's open drifts (it was removed from the config)."""
         return await self._write(lambda c: _close_env(c, env, now, reason))
+
+    # --- write intents (driftd.journal.WriteJournal) -------------------------------------------
+
+    async def begin_write(self, intent: Intent) -> int:
+        """Record a write about to be made; returns once committed (durable before the write)."""
+        now = ts(datetime.now(UTC))
+
+        def fn(c: sqlite3.Connection) -> int:
+            cur = c.execute("INSERT INTO intents(ts, env, target, subject, operation, revision, actor) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (now, intent.env, intent.target, intent.subject, intent.operation, intent.revision,
+                             intent.actor))
+            return int(cur.lastrowid or 0)
+
+        return await self._write(fn)
+
+    async def end_write(self, intent_id: int, outcome: Outcome, reason: str | None = None) -> None:
+        now = ts(datetime.now(UTC))
+        await self._write(lambda c: c.execute(
+            "UPDATE intents SET outcome = ?, outcome_ts = ?, reason = ? WHERE id = ? AND outcome IS NULL",
+            (str(outcome), now, reason, intent_id)))
+
+    async def mark_interrupted(self) -> list[WriteRecord]:
+        """At start: writes whose process died before their outcome was recorded become
+        ``interrupted``. Returns them (their objects are re-checked by the first pass)."""
+        now = ts(datetime.now(UTC))
+
+        def fn(c: sqlite3.Connection) -> list[WriteRecord]:
+            rows = queries.writes(c, open_only=True)
+            c.execute("UPDATE intents SET outcome = ?, outcome_ts = ?, reason = ? WHERE outcome IS NULL",
+                      (str(Outcome.INTERRUPTED), now, "the process stopped before the outcome was recorded"))
+            return rows
+
+        return await self._write(fn)
+
+    async def writes(self, *, env: str | None = None, limit: int = 1000) -> list[WriteRecord]:
+        return await self._read(lambda c: queries.writes(c, env=env, limit=limit))
 
     async def kv_put(self, namespace: str, key: str, value: str) -> None:
         now = ts(datetime.now(UTC))
