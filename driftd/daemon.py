@@ -61,6 +61,7 @@ from .hooks import GitHooks, HookRepository
 from .log import get_logger
 from .model import Action, DesiredState, ResourceKey, TargetKind
 from .state import StateError, StateStore
+from .state import lock as state_lock
 
 log = get_logger("driftd.daemon")
 
@@ -131,12 +132,23 @@ class Daemon:
 
     async def main(self) -> int:
         try:
-            async with StateStore.open(self.config.daemon.state_dir) as store:
-                self.store = store
-                return await self._run(store)
+            # One daemon per state_dir (state/lock.py): taken before the store opens, held until exit.
+            with state_lock.exclusive(self.config.daemon.state_dir):
+                async with StateStore.open(self.config.daemon.state_dir) as store:
+                    self.store = store
+                    await self._recover_writes(store)
+                    return await self._run(store)
         except StateError as e:
             log.error("daemon.state_unavailable", error=str(e))
             return 2
+
+    @staticmethod
+    async def _recover_writes(store: StateStore) -> None:
+        """Writes in flight when the previous daemon died are marked ``interrupted`` (driftd.journal);
+        the first pass of every environment is a full one, so their objects are re-checked at once."""
+        for w in await store.mark_interrupted():
+            log.warning("write.interrupted", env=w.env, target=w.target, object=w.subject, operation=w.operation,
+                        intent_id=w.id)
 
     async def _run(self, store: StateStore) -> int:
         shutdown = self.config.daemon.shutdown_timeout
@@ -380,8 +392,10 @@ class Daemon:
                         if recovered or w.rt.desired is None or w.settings.branch in result.changed \
                                 or w.settings.branch in result.removed:
                             w.new_revision()
-                except (DriftdError, TimeoutError) as e:
+                except Exception as e:  # whatever a fetch throws, the loop backs off and retries
                     delay = min(delay, backoff.next_delay())
+                    if not isinstance(e, (DriftdError, TimeoutError)):
+                        log.exception("source.fetch_crashed", repository=name)
                     reason = str(e) or f"fetch timed out ({type(e).__name__})"
                     log.warning("source.fetch_failed", repository=name, error=reason, retry_in=round(delay, 1))
                     for w in self._envs_of(name):
@@ -538,8 +552,11 @@ class Daemon:
                 with scope:
                     try:
                         await watch(env, desired, dispatch, task_status=task_status)
-                    except DriftdError as e:
-                        log.warning("watch.failed", env=env.name, error=str(e))
+                    except Exception as e:  # a watch that fails never takes the worker (or the daemon) down
+                        if isinstance(e, DriftdError):
+                            log.warning("watch.failed", env=env.name, error=str(e))
+                        else:
+                            log.exception("watch.crashed", env=env.name)
                         with contextlib.suppress(RuntimeError):  # it may have started before failing
                             task_status.started()
             finally:

@@ -24,10 +24,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
 
+from .. import journal
 from ..config import Config, EnvironmentSettings
 from ..errors import DriftdError
 from ..log import get_logger
@@ -276,9 +277,12 @@ class ImagePoller:
         auth = PushAuth(username=repo.username or ("driftd" if password else None), password=password,
                         key_filename=str(repo.ssh_key_file) if repo.ssh_key_file else None)
         push = writes_to_git(env)
+        # The push is journaled in the state store's write intents when this store is one (the daemon's).
+        jr = cast("journal.WriteJournal", self.store) if hasattr(self.store, "begin_write") else None
         try:
-            res = await commit_and_push(repo.url, env.branch, cache_dir=self.cache_dir, paths=paths, edit=edit,
-                                        message=message, author=env.write_back.author, auth=auth, push=push)
+            with journal.use(jr, env=env.name, revision=None, actor=env.write_back.author):
+                res = await commit_and_push(repo.url, env.branch, cache_dir=self.cache_dir, paths=paths, edit=edit,
+                                            message=message, author=env.write_back.author, auth=auth, push=push)
         except DriftdError as e:
             log.warning("images.write_back_failed", environment=env.name, policies=names, error=str(e))
             return [ImageFinding(env.name, p.name, p.image.name, FindingKind.WRITE_BACK_FAILED, latest=t, at=now,

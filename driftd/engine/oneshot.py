@@ -9,10 +9,14 @@ guard, prunes where the environment allows it, and records what it did in the au
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
+import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import TextIO
 
 import anyio
@@ -53,15 +57,17 @@ class Progress:
 
 
 @asynccontextmanager
-async def _open_store(config: Config, *, write: bool) -> AsyncIterator[StateStore | None]:
-    if not write and not db_path(config.daemon.state_dir).exists():
+async def _open_store(state_dir: Path, *, write: bool) -> AsyncIterator[StateStore | None]:
+    if not write and not db_path(state_dir).exists():
         yield None
         return
     try:
-        cm = StateStore.open(config.daemon.state_dir)
+        # check reads the inventory only: read-only, so it works where it may not write (and never
+        # migrates the daemon's database under it).
+        cm = StateStore.open(state_dir, readonly=not write)
         store = await cm.__aenter__()
     except (StateError, OSError) as e:
-        log.warning("state.unavailable", path=str(config.daemon.state_dir), error=str(e),
+        log.warning("state.unavailable", path=str(state_dir), error=str(e),
                     hint="nothing is recorded" if write else "orphans cannot be detected")
         yield None
         return
@@ -116,14 +122,40 @@ async def _one_env(config: Config, env: EnvironmentSettings, sources: Sources, p
     return await reconciler.publish(rt)
 
 
+def writable(directory: Path) -> bool:
+    """Whether this process may create files in ``directory`` (created if missing and allowed)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
 async def _run(config: Config, envs: Sequence[EnvironmentSettings], target: TargetKind | None, pass_kind: PassKind,
                dry_run: bool | None) -> Report:
+    async with AsyncExitStack() as outer:
+        state_dir = config.daemon.state_dir
+        if pass_kind == PassKind.CHECK and not writable(state_dir):
+            # A read-only state_dir (a CI user, a read-only mount): the Git cache goes to a temporary
+            # directory (a full fetch), the audit trail and inventory are read without writing.
+            tmp = Path(outer.enter_context(tempfile.TemporaryDirectory(prefix="driftd-check-")))
+            log.warning("state.read_only", path=str(state_dir), git_cache=str(tmp),
+                        hint=f"daemon.state_dir {state_dir} is not writable: driftd check fetches into a temporary "
+                             "directory (slower) and reads the state read-only; make it writable for this user "
+                             "to reuse the Git cache")
+            config = dataclasses.replace(config, daemon=dataclasses.replace(config.daemon, state_dir=tmp))
+            return await _run_with(config, state_dir, envs, target, pass_kind, dry_run)
+        return await _run_with(config, state_dir, envs, target, pass_kind, dry_run)
+
+
+async def _run_with(config: Config, state_dir: Path, envs: Sequence[EnvironmentSettings], target: TargetKind | None,
+                    pass_kind: PassKind, dry_run: bool | None) -> Report:
     sources = Sources(config)
     pool = TargetPool(config)
     progress = Progress(len(envs))
     reports: dict[str, EnvironmentReport] = {}
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(_open_store(config, write=pass_kind == PassKind.SYNC))
+        store = await stack.enter_async_context(_open_store(state_dir, write=pass_kind == PassKind.SYNC))
         stack.push_async_callback(pool.aclose)
         actor = f"cli:{_user()}" if pass_kind == PassKind.SYNC else "driftd"
         # CHECK passes only read the inventory from the store; they return before recording.

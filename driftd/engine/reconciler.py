@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from .. import metrics
+from .. import journal, metrics
 from ..config import EnvironmentSettings
 from ..errors import DriftdError
 from ..log import get_logger
@@ -207,10 +207,10 @@ class Reconciler:
             return PassResult(kind, p, final)
 
         # From here on live systems change: finish what was started even when asked to stop,
-        # so every change made is also recorded.
-        with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = anyio.current_time() + self.revert_timeout
-            done = await self._revert(rt, target, desired, p)
+        # so every change made is also recorded. The deadline bounds the work (the reverts), never
+        # the bookkeeping after it: that runs shielded and without a deadline, whatever happened.
+        with anyio.CancelScope(shield=True):
+            done = await self._revert_bounded(rt, target, desired, p)
             final = done + p.would_revert + p.kept
             for d in done:
                 metrics.reverts_total.labels(env.name, str(kind), d.key.kind, str(d.action)).inc()
@@ -247,13 +247,31 @@ class Reconciler:
         self._update_view(view, keys, final, result, now)
         return PassResult(kind, p, final)
 
-    async def _revert(self, rt: EnvRuntime, target: Target, desired: DesiredState, p: Plan) -> tuple[Drift, ...]:
+    async def _revert_bounded(self, rt: EnvRuntime, target: Target, desired: DesiredState, p: Plan
+                              ) -> tuple[Drift, ...]:
+        """The reverts, within ``revert_timeout``. Each write is journaled (intent before, outcome
+        after, both shielded), so one cut short by the deadline is still on record."""
         if not p.revert:
             return ()
+        with journal.use(self.store, env=rt.settings.name, revision=desired.revision, actor=self.actor), \
+                anyio.move_on_after(self.revert_timeout) as work:
+            return await self._revert(rt, target, desired, p)
+        assert work.cancelled_caught
+        log.warning("revert.deadline", env=rt.settings.name, target=str(target.kind), objects=len(p.revert),
+                    timeout=self.revert_timeout)
+        why = (f"revert_timeout: not finished within {self.revert_timeout:g}s; writes made are in the "
+               "journal, the objects are re-checked on the next pass")
+        return tuple(replace(d, action=Action.REVERT_FAILED, reason=why) for d in p.revert)
+
+    async def _revert(self, rt: EnvRuntime, target: Target, desired: DesiredState, p: Plan) -> tuple[Drift, ...]:
         try:
             out = await target.revert(rt.settings, desired, p.revert, dry_run=False)
         except DriftdError as e:
             return tuple(replace(d, action=Action.REVERT_FAILED, reason=str(e)) for d in p.revert)
+        except Exception as e:  # a bug in a target fails this revert, never the bookkeeping of the pass
+            log.exception("revert.crashed", env=rt.settings.name, target=str(target.kind))
+            return tuple(replace(d, action=Action.REVERT_FAILED, reason=f"{type(e).__name__}: {e}")
+                         for d in p.revert)
         got = {d.key: d for d in out}
         # A target that forgot one is treated as a failure, never as success.
         return tuple(got.get(d.key) or replace(d, action=Action.REVERT_FAILED, reason="no answer from the target")

@@ -18,6 +18,7 @@ takes it from there.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
 
 from ..errors import SourceError
+from ..journal import journaled
 from ..log import get_logger
 from .git_lock import cache_lock
 
@@ -218,8 +220,21 @@ def _push(client: Any, path: str, repo: Repo, ref: bytes, expected: bytes | None
 async def commit_and_push(url: str, branch: str, *, cache_dir: Path, paths: Sequence[str], edit: EditFn,
                           message: MessageFn, author: str, auth: PushAuth | None = None,
                           max_attempts: int = 5, push: bool = True, push_branch: str | None = None) -> WriteBackResult:
-    """Edit, commit and push in a worker thread; see the module docstring."""
-    return await anyio.to_thread.run_sync(
-        lambda: commit_and_push_sync(url, branch, cache_dir=cache_dir, paths=paths, edit=edit, message=message,
-                                     author=author, auth=auth, max_attempts=max_attempts, push=push,
-                                     push_branch=push_branch))
+    """Edit, commit and push in a worker thread; see the module docstring. A push is journaled
+    (driftd.journal): intent before, outcome after (the thread is never abandoned, so it is exact)."""
+    def run() -> WriteBackResult:
+        return commit_and_push_sync(url, branch, cache_dir=cache_dir, paths=paths, edit=edit, message=message,
+                                    author=author, auth=auth, max_attempts=max_attempts, push=push,
+                                    push_branch=push_branch)
+    if not push:
+        return await anyio.to_thread.run_sync(run)
+    target = push_branch or branch
+    async with journaled("git", f"{_shown(url)} {target}", f"push refs/heads/{target}") as note:
+        res = await anyio.to_thread.run_sync(run)
+        note.reason = f"pushed {res.revision}" if res.revision else "nothing to push: no file needed a change"
+    return res
+
+
+def _shown(url: str) -> str:
+    """The URL without userinfo: a token never reaches the audit trail."""
+    return re.sub(r"://[^/@\s]+@", "://", url)

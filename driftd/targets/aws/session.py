@@ -18,7 +18,7 @@ import contextvars
 import functools
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from ...config import AwsAccountSettings
 from ...errors import PermissionDenied, TargetError, Throttled
+from ...journal import journaled
 from ...log import get_logger
 from ...metrics import api_requests
 from .errors import ApiError
@@ -63,6 +64,20 @@ def count_calls() -> Iterator[Counter[str]]:
         yield c
     finally:
         _check_calls.reset(token)
+
+
+# Operations that only read (every other one is a write, journaled).
+_READ_PREFIXES = ("describe_", "get_", "list_", "head_", "lookup_", "batch_get_", "query", "scan", "search_",
+                  "generate_presigned")
+
+
+def _subject(params: Mapping[str, Any]) -> str:
+    """What a write concerns when the caller did not say: its naming parameter."""
+    for k in ("Name", "Bucket", "GroupId", "RoleName", "FunctionName", "TableName", "AutoScalingGroupName",
+              "HostedZoneId", "repositoryName", "ResourceId", "Resources"):
+        if k in params:
+            return f"{k}={params[k]}"[:200]
+    return "(unnamed)"
 
 
 class Backoff:
@@ -178,7 +193,15 @@ class AccountSession:
 
     async def call(self, service: str, operation: str, *, region: str | None = None, subject: str | None = None,
                    **params: Any) -> dict[str, Any]:
-        """One API call (snake_case operation) with backoff on throttling and transient errors."""
+        """One API call (snake_case operation) with backoff on throttling and transient errors. A call
+        that changes something is journaled (driftd.journal): intent before, outcome after."""
+        if operation.startswith(_READ_PREFIXES):
+            return await self._call(service, operation, region=region, subject=subject, **params)
+        async with journaled("aws", subject or _subject(params), f"{service}:{operation}"):
+            return await self._call(service, operation, region=region, subject=subject, **params)
+
+    async def _call(self, service: str, operation: str, *, region: str | None, subject: str | None,
+                    **params: Any) -> dict[str, Any]:
         client = await self.client(service, region)
         fn = getattr(client, operation)
         for attempt in range(self.backoff.attempts):

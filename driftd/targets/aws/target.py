@@ -144,6 +144,16 @@ class AwsTarget:
             except DriftdError as e:
                 errors.extend(f"{d.key}: unknown: {e}" for d in decls)
                 not_checked.extend(NotChecked(d.key, f"read failed: {e}") for d in decls)
+                undetermined.update(o.key for o in orphans.get(type_name, []))
+                return
+            except Exception as e:
+                # A bug, or an answer of a shape the adapter did not expect: its objects are unknown
+                # (error), the other types of this environment and the other environments go on.
+                log.exception("aws.adapter_crashed", adapter=type_name)
+                errors.extend(f"{d.key}: unknown: {type_name} adapter failed: {type(e).__name__}: {e}"
+                              for d in decls)
+                not_checked.extend(NotChecked(d.key, f"adapter failed: {type(e).__name__}") for d in decls)
+                undetermined.update(o.key for o in orphans.get(type_name, []))
                 return
             declared_pids: set[str] = set()
             for d in decls:
@@ -178,7 +188,9 @@ class AwsTarget:
             return set()
         try:
             live = await adapter.read(ctx, stubs)
-        except DriftdError as e:
+        except Exception as e:  # DriftdError or a crash: either way these objects are unknown
+            if not isinstance(e, DriftdError):
+                log.exception("aws.adapter_crashed", adapter=adapter.type_name)
             errors.extend(f"{s.key}: unknown: {e}" for s in stubs)
             undetermined.update(s.key for s in stubs)
             return set()
@@ -195,7 +207,9 @@ class AwsTarget:
                          drifts: list[Drift], errors: list[str], coverage: dict[str, tuple[int, int]]) -> None:
         try:
             everything = await adapter.list_all(ctx)
-        except DriftdError as e:
+        except Exception as e:  # DriftdError or a crash: unmanaged resources of this type are unknown
+            if not isinstance(e, DriftdError):
+                log.exception("aws.adapter_crashed", adapter=adapter.type_name)
             errors.append(f"{adapter.type_name}: unmanaged resources unknown: {e}")
             return
         in_scope = {pid for pid, tags in everything.items() if _in_scope(tags, ctx.tag_filter)}
@@ -274,8 +288,10 @@ class AwsTarget:
         if modified:
             try:
                 live = await adapter.read(ctx, modified)  # fresh: never revert from a stale view
-            except DriftdError as e:
-                read_error = str(e)
+            except Exception as e:  # DriftdError or a crash: never revert from what could not be read
+                if not isinstance(e, DriftdError):
+                    log.exception("aws.adapter_crashed", adapter=adapter.type_name)
+                read_error = f"{type(e).__name__}: {e}" if not isinstance(e, DriftdError) else str(e)
 
         async def one(i: int, d: Drift, decl: AwsDeclaration) -> None:
             pid = adapter.physical_id(decl)
@@ -299,6 +315,9 @@ class AwsTarget:
                 results[i] = replace(d, action=Action.REVERT_FAILED,
                                      reason=f"declaration cannot be applied: {type(e).__name__}: {e}")
                 log.warning("aws.revert_failed", object=str(d.key), reason=str(e))
+            except Exception as e:  # a bug in one adapter fails its reverts, not the others'
+                results[i] = replace(d, action=Action.REVERT_FAILED, reason=f"adapter failed: {type(e).__name__}: {e}")
+                log.exception("aws.adapter_crashed", adapter=adapter.type_name, object=str(d.key))
 
         async with anyio.create_task_group() as tg:
             for i, d, decl in items:

@@ -27,6 +27,7 @@ from kubernetes_asyncio import config as k8s_config
 
 from ...config import ClusterSettings
 from ...errors import PermissionDenied, TargetError, Throttled
+from ...journal import journaled
 from ...log import get_logger
 from ...metrics import api_requests
 
@@ -60,6 +61,12 @@ class Conflict(ApiError):
 
 
 class Unreachable(TargetError):
+    retryable = True
+
+
+class BadWatchLine(TargetError):
+    """A watch stream carried a line that is not a JSON event object; the watch is restarted."""
+
     retryable = True
 
 
@@ -126,6 +133,19 @@ class KubeClient:
     async def request(self, method: str, path: str, *, verb: str, resource: str, query: Mapping[str, Any] | None = None,
                       body: Any = None, content_type: str | None = None, subject: str | None = None,
                       request_timeout: float = 60.0, accept: str = "application/json") -> dict[str, Any]:
+        if method != "GET" and not (query or {}).get("dryRun"):
+            # Every write is journaled here, the one place all of them pass (driftd.journal).
+            async with journaled("kubernetes", subject or path, f"{method} {path}"):
+                return await self._request(method, path, verb=verb, resource=resource, query=query, body=body,
+                                           content_type=content_type, subject=subject,
+                                           request_timeout=request_timeout, accept=accept)
+        return await self._request(method, path, verb=verb, resource=resource, query=query, body=body,
+                                   content_type=content_type, subject=subject, request_timeout=request_timeout,
+                                   accept=accept)
+
+    async def _request(self, method: str, path: str, *, verb: str, resource: str, query: Mapping[str, Any] | None,
+                       body: Any, content_type: str | None, subject: str | None,
+                       request_timeout: float, accept: str) -> dict[str, Any]:
         headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
@@ -170,8 +190,18 @@ class KubeClient:
                     raise Unreachable(f"{self.name}: watch {path} broke: {type(e).__name__}") from e
                 if not line:
                     return
-                if line.strip():
-                    yield json.loads(line)
+                if not line.strip():
+                    continue
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    ev = None
+                if not isinstance(ev, dict) or not isinstance(ev.get("object", {}), dict):
+                    # A proxy or a broken server sent garbage: end this watch (the informer
+                    # re-establishes it from its last resourceVersion), never crash on it.
+                    raise BadWatchLine(f"{self.name}: watch {path}: malformed event line "
+                                       f"({len(line)} bytes): {line[:120]!r}")
+                yield ev
         finally:
             resp.release()
 

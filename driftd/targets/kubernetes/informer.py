@@ -64,6 +64,7 @@ class Informer:
         self.relists = 0
         self.reconnects = 0
         self.last_error: str | None = None
+        self.failing: str | None = None  # an unexpected error since the last good LIST: the cache is suspect
         self._watch_timeout = watch_timeout
         self._backoff_max = backoff_max
 
@@ -89,6 +90,18 @@ class Informer:
                             error=str(e), retry_in=round(delay, 1))
                 await anyio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self._backoff_max)
+            except Exception as e:
+                # A bug or an event this code did not expect: this informer goes to error (check()
+                # reports its scope unknown, not drifted) and retries with a fresh LIST; the other
+                # informers and the environments that do not read this one are not affected.
+                self.failing = f"{type(e).__name__}: {e}"
+                self.last_error = self.failing
+                self.reconnects += 1
+                self.resource_version = ""
+                log.exception("informer.crashed", resource=self.info.label, namespace=self.namespace,
+                              retry_in=round(delay, 1))
+                await anyio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self._backoff_max)
 
     async def _relist(self) -> None:
         objs, rv = await list_all(self.client, self.info, self.namespace)
@@ -104,6 +117,7 @@ class Informer:
                 if k not in objs:
                     self.on_event("DELETED", o)
         self.synced = True
+        self.failing = None
         self.synced_event.set()
 
     async def _watch(self) -> None:

@@ -217,6 +217,11 @@ class KubernetesTarget:
         async def one(scope: Scope) -> None:
             info, ns = scope
             inf = self._informers.get(info, ns) or (self._informers.get(info, None) if ns is not None else None)
+            if inf is not None and inf.failing is not None:
+                # Its cache may be incomplete: report the scope unknown (error), never drift from it.
+                views[scope] = LiveView(None, f"watch of {info.label}{' in ' + ns if ns else ''} is failing: "
+                                              f"{inf.failing}")
+                return
             if inf is not None and inf.synced:
                 objs = inf.objects if inf.namespace is None and ns is None else {
                     k: v for k, v in inf.objects.items() if ns is None or k[0] == ns}
