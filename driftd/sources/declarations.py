@@ -43,7 +43,7 @@ from typing import Any
 
 from ..errors import DesiredStateError
 from ..model import AwsDeclaration, ResourceKey, TargetKind
-from .yamlsafe import DEFAULT_LIMITS, Document, Limits, load_documents
+from .yamlsafe import DEFAULT_LIMITS, Budget, Document, Limits, load_documents
 
 TEMPLATE_SUFFIXES = (".yaml", ".yml", ".json", ".template")
 PHYSICAL_ID_METADATA = "driftd.io/physical-id"
@@ -132,9 +132,10 @@ class TemplateResult:
     warnings: tuple[str, ...] = ()
 
 
-def parse_template_documents(data: bytes, file: str, limits: Limits = DEFAULT_LIMITS) -> list[Document]:
+def parse_template_documents(data: bytes, file: str, limits: Limits = DEFAULT_LIMITS,
+                             budget: Budget | None = None) -> list[Document]:
     """The template's documents with key locations (raises DesiredStateError). Cacheable by blob."""
-    return load_documents(data, file, cloudformation=True, mark_depth=3, limits=limits)
+    return load_documents(data, file, cloudformation=True, mark_depth=3, limits=limits, budget=budget)
 
 
 def declarations_from_template(docs: Sequence[Document], file: str, ctx: Context) -> TemplateResult:

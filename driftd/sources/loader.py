@@ -8,7 +8,12 @@ Three caches make steady state cheap:
 2. per (tree id, settings): a tree parsed for one environment serves every other
    environment whose branch holds the same tree;
 3. per blob: the documents of a file, so a commit that changes one file of
-   2,000 re-parses one file.
+   2,000 re-parses one file. Bounded by the number of entries and by the YAML
+   nodes they hold (aliases expanded), so memory stays bounded whatever the files.
+
+Every tree load carries a :class:`~.yamlsafe.Budget`: the nodes, bytes and documents
+of its files (cached or not, kustomize output included) count against the tree
+limits, and a tree over them is refused at the file where it ran out.
 
 Failure semantics: a fetch that failed, a branch that disappeared, a path that
 does not exist, or any file that does not parse gives a :class:`LoadResult`
@@ -53,7 +58,7 @@ from .manifests import (
 )
 from .signatures import CommitSignature, SignatureVerifier, read_trusted_keys
 from .sops import SopsDecryptor, is_encrypted
-from .yamlsafe import DEFAULT_LIMITS, Document, Limits, relocate
+from .yamlsafe import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits, relocate
 
 log = get_logger(__name__)
 
@@ -91,9 +96,14 @@ class _EnvEntry:
 
 
 class _Lru(OrderedDict[K, V]):
-    def __init__(self, size: int) -> None:
+    """Least recently used first out, bounded by entries and, when ``max_cost`` is set, by their summed cost."""
+
+    def __init__(self, size: int, max_cost: int | None = None) -> None:
         super().__init__()
         self.size = size
+        self.max_cost = max_cost
+        self.cost = 0
+        self._costs: dict[K, int] = {}
 
     def get_fresh(self, key: K) -> V | None:
         if key in self:
@@ -101,11 +111,16 @@ class _Lru(OrderedDict[K, V]):
             return self[key]
         return None
 
-    def put(self, key: K, value: V) -> None:
+    def put(self, key: K, value: V, cost: int = 0) -> None:
+        if self.max_cost is not None and cost > self.max_cost:
+            return  # larger than the whole cache: keeping it would only evict everything else
+        self.cost += cost - self._costs.get(key, 0)
+        self._costs[key] = cost
         self[key] = value
         self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
+        while len(self) > self.size or (self.max_cost is not None and self.cost > self.max_cost):
+            old, _ = self.popitem(last=False)
+            self.cost -= self._costs.pop(old, 0)
 
 
 class DesiredStateLoader:
@@ -115,7 +130,7 @@ class DesiredStateLoader:
                  helm: HelmRenderer | None = None, sops: SopsDecryptor | None = None,
                  verifier: SignatureVerifier | None = None,
                  supported_aws_types: frozenset[str] | None = None, limits: Limits = DEFAULT_LIMITS,
-                 blob_cache_size: int = 200_000, tree_cache_size: int = 512) -> None:
+                 blob_cache_size: int = 200_000, blob_cache_nodes: int = 2_000_000, tree_cache_size: int = 512) -> None:
         self.repositories = repositories
         self.kustomizer = kustomizer or Kustomizer()
         self.helm = helm or HelmRenderer()
@@ -125,7 +140,8 @@ class DesiredStateLoader:
         self.limits = limits
         self._envs: dict[str, _EnvEntry] = {}
         self._last_good: dict[str, str] = {}
-        self._blobs: _Lru[tuple[str, str], Parsed | list[Document] | DesiredStateError] = _Lru(blob_cache_size)
+        # cost: YAML nodes (aliases expanded) of the cached documents, ~100-200 bytes of Python objects each
+        self._blobs: _Lru[tuple[str, str], Parsed] = _Lru(blob_cache_size, blob_cache_nodes)
         self._trees: _Lru[tuple[Any, ...], tuple[tuple[Any, ...], tuple[DesiredStateError, ...], tuple[str, ...]]] = \
             _Lru(tree_cache_size)
         self.parse_count = 0  # files parsed since start (tests and benchmarks read it)
@@ -290,7 +306,8 @@ class DesiredStateLoader:
         def skip(path: str) -> bool:
             return path in skip_paths or under_any(path, cdirs) or under_any(path, kustomize_dirs)
 
-        files = await anyio.to_thread.run_sync(self._parse_manifests, cache, snap.files, data, skip)
+        budget = Budget(self.limits)
+        files = await anyio.to_thread.run_sync(self._parse_manifests, cache, snap.files, data, skip, budget)
         encrypted = [path for path, p in files.items() if p.error is None and is_encrypted(p.documents)]
         for path in sorted(p for p in data if under_any(p, kustomize_dirs) and is_manifest_path(p)
                            and b"sops:" in data[p] and is_encrypted(parse_file(data[p], p, self.limits).documents)):
@@ -313,7 +330,7 @@ class DesiredStateLoader:
                                                    allow_remote=allow_remote)
             for k, out in outputs.items():
                 rendered[k] = Parsed(error=out) if isinstance(out, DesiredStateError) else \
-                    parse_file(out, k, self.limits)
+                    parse_file(out, k, self.limits, budget)
                 self.parse_count += 1
         renderings, deps = await self._helm(cache, snap, releases, data, namespace, cluster) if releases else ([], ())
         objects, errs = manifests_from_files(files, rendered, namespace=namespace, renderings=renderings, skip=skip)
@@ -416,22 +433,32 @@ class DesiredStateLoader:
         return read
 
     def _parse_manifests(self, cache: RepositoryCache, entries: tuple[TreeFile, ...],
-                         data: Mapping[str, bytes], skip: Callable[[str], bool]) -> dict[str, Parsed]:
+                         data: Mapping[str, bytes], skip: Callable[[str], bool], budget: Budget) -> dict[str, Parsed]:
         out: dict[str, Parsed] = {}
         for f in entries:
             if not is_manifest_path(f.path) or skip(f.path):
                 continue
             cached = self._blobs.get_fresh(("k8s", f.blob))
             if isinstance(cached, Parsed):
-                out[f.path] = Parsed(error=relocate(cached.error, f.path)) if cached.error else cached
+                if cached.error:
+                    out[f.path] = Parsed(error=relocate(cached.error, f.path))
+                    continue
+                try:
+                    budget.charge_parsed(cached.documents, cached.size, f.path)
+                except BudgetExceeded as e:
+                    out[f.path] = Parsed(error=e)
+                    break  # the tree is refused; parsing the rest would only spend what the budget protects
+                out[f.path] = cached
                 continue
             raw = data.get(f.path)
             if raw is None:  # evicted from the blob cache since read_tree: read it now (we are in a worker thread)
                 raw = cache.read_blobs_sync([f.blob])[f.blob]
-            p = parse_file(raw, f.path, self.limits)
+            p = parse_file(raw, f.path, self.limits, budget)
             self.parse_count += 1
-            self._blobs.put(("k8s", f.blob), p)
             out[f.path] = p
+            if isinstance(p.error, BudgetExceeded):
+                break  # not cached: whether a file fits depends on the rest of its tree
+            self._blobs.put(("k8s", f.blob), p, 1 + p.nodes)
         return out
 
     # --- aws ---------------------------------------------------------------------------------------------
@@ -441,24 +468,32 @@ class DesiredStateLoader:
         problems = list(snap.problems)
         warnings: list[str] = []
         decls: list[AwsDeclaration] = []
+        budget = Budget(self.limits)
         for f in snap.files:
             if not is_template_path(f.path):
                 continue
             cached = self._blobs.get_fresh(("cfn", f.blob))
-            docs: list[Document] | DesiredStateError
-            if cached is None or isinstance(cached, Parsed):
+            if cached is None:
                 raw = f.data if f.data is not None else cache.read_blobs_sync([f.blob])[f.blob]
                 try:
-                    docs = parse_template_documents(raw, f.path, self.limits)
+                    cached = Parsed(tuple(parse_template_documents(raw, f.path, self.limits, budget)), size=len(raw))
+                except BudgetExceeded as e:
+                    problems.append(e)  # not cached: whether a file fits depends on the rest of its tree
+                    break
                 except DesiredStateError as e:
-                    docs = e
+                    cached = Parsed(error=e, size=len(raw))
                 self.parse_count += 1
-                self._blobs.put(("cfn", f.blob), docs)
-            else:
-                docs = cached
-            if isinstance(docs, DesiredStateError):
-                problems.append(relocate(docs, f.path))
+                self._blobs.put(("cfn", f.blob), cached, 1 + cached.nodes)
+            elif cached.error is None:
+                try:
+                    budget.charge_parsed(cached.documents, cached.size, f.path)
+                except BudgetExceeded as e:
+                    problems.append(e)
+                    break
+            if cached.error is not None:
+                problems.append(relocate(cached.error, f.path))
                 continue
+            docs = list(cached.documents)
             r = declarations_from_template(docs, f.path, ctx)
             decls.extend(r.declarations)
             problems.extend(r.errors)

@@ -32,7 +32,7 @@ from typing import Any
 
 from ..errors import DesiredStateError
 from ..model import DesiredObject, ResourceKey, TargetKind
-from .yamlsafe import DEFAULT_LIMITS, Document, Limits, load_documents
+from .yamlsafe import DEFAULT_LIMITS, Budget, Document, Limits, load_documents
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -62,13 +62,18 @@ class Parsed:
     documents: tuple[Document, ...] = ()
     error: DesiredStateError | None = None
     sensitive: bool = False  # decrypted (SOPS): objects are marked sensitive
+    size: int = 0  # bytes of the file: a cache hit is charged to the tree's budget like a fresh parse
+
+    @property
+    def nodes(self) -> int:
+        return sum(d.nodes for d in self.documents)
 
 
-def parse_file(data: bytes, file: str, limits: Limits = DEFAULT_LIMITS) -> Parsed:
+def parse_file(data: bytes, file: str, limits: Limits = DEFAULT_LIMITS, budget: Budget | None = None) -> Parsed:
     try:
-        return Parsed(tuple(load_documents(data, file, limits=limits)))
+        return Parsed(tuple(load_documents(data, file, limits=limits, budget=budget)), size=len(data))
     except DesiredStateError as e:
-        return Parsed(error=e)
+        return Parsed(error=e, size=len(data))
 
 
 # --- kustomizations ---------------------------------------------------------------------------------
