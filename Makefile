@@ -15,7 +15,7 @@ LINT_PATHS := $(wildcard driftd tests bench)
 SANDBOX_DIR ?= .sandbox
 PYTEST_ARGS ?=
 
-.PHONY: test lint pytest system-deps kube-bins tool-bins demo sandbox-up sandbox-down sandbox-status bench lock clean-venv
+.PHONY: test lint pytest system-deps kube-bins image tool-bins demo sandbox-up sandbox-down sandbox-status bench lock clean-venv
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ system-deps:
 
 kube-bins:
 	@bash tests/sandbox/build-kube.sh >/dev/null
+
+# The container image from the Dockerfile (podman on mmdebstrap-made Debian bases, cached in
+# ~/.cache/driftd-image; a rebuild with nothing changed takes seconds). tests/test_image.py runs it.
+image: system-deps
+	@bash scripts/build-image.sh >/dev/null
 
 # helm and sops for the Helm and SOPS tests (DRIFTD_TOOLS_BIN=DIR uses existing binaries).
 tool-bins:

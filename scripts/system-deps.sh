@@ -23,6 +23,11 @@ declare -A BIN_OF=(
   [make]=make
   [chromium]=chromium
   [python3-venv]=""
+  # the container image (scripts/build-image.sh): podman builds and runs it on bases mmdebstrap makes;
+  # runc, because crun refuses these machines' hybrid cgroup layout
+  [podman]=podman
+  [mmdebstrap]=mmdebstrap
+  [runc]=runc
 )
 missing=()
 for pkg in "${!BIN_OF[@]}"; do

@@ -71,7 +71,7 @@ def parse_dockerfile(text: str) -> tuple[dict[str, str], list[Stage]]:
         elif not stages:
             assert ins.op == "ARG", f"line {ins.line}: only ARG may precede FROM"
             k, _, v = ins.args.partition("=")
-            global_args[k] = v.strip('"')
+            global_args[k] = _expand(v.strip('"'), global_args)  # a default may name an earlier ARG
         else:
             stages[-1].instructions.append(ins)
     return global_args, stages
@@ -226,6 +226,9 @@ def test_builder_steps_produce_a_working_venv(tmp_path: Path, dockerfile: tuple[
         elif ins.op == "ENV":
             env.update(_env_pairs(ins.args))
             env["VIRTUAL_ENV"] = str(venv)
+        elif ins.op == "ARG":  # a build argument's default, unless the environment sets it (PIP_CERT here)
+            k, _, v = ins.args.partition("=")
+            env.setdefault(k, v.strip('"'))
         elif ins.op == "COPY":
             *srcs, dest = shlex.split(ins.args)
             for src in srcs:
