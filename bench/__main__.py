@@ -19,6 +19,8 @@ ROOT = HERE.parent
 # Smallest sizes that still say something on a 2-core machine; pass the issue's full sizes by hand.
 DEFAULT_ARGS: dict[str, list[str]] = {
     "git": [],
+    "git_gc": ["--cycles", "20"],  # issue 16 §3: cache size bounded under force-pushes
+    "yaml": ["--runs", "1"],  # issue 14 §1 / 16 §3: 10 MB trees, Argo CD's install.yaml with --argocd
     "k8s": ["--namespaces", "50"],
     "aws": ["--sgs", "300", "--buckets", "30", "--roles", "60", "--params", "150"],
     "daemon": ["--envs", "4", "--objects", "100", "--changes", "50", "--idle", "60"],

@@ -19,6 +19,12 @@ Several processes may share a cache (``driftd check`` on the daemon's host with 
 opening the repository to its last ref update; readers take no lock and tolerate refs that move
 or vanish under them.
 
+Garbage collection: force-pushes and deleted branches leave objects no ref reaches. When the cache
+has grown to twice its size after the last collection (or after the first fetch), the fetch that
+notices it - still holding the cache's lock, so no other process is writing - prunes the unreachable
+objects and repacks the rest into one pack (dulwich's ``gc``). A long run's cache therefore stays
+below about twice what its branches need, however often they are rewritten.
+
 Credentials: ``token_file`` is read at each fetch (rotation works) and sent as
 HTTP basic auth (username ``x-access-token`` unless configured); ``ssh_key_file``
 and ``known_hosts_file`` go to the ssh command. None of them ever appears in an
@@ -54,6 +60,7 @@ from dulwich.client import (
     get_transport_and_path,
 )
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
+from dulwich.gc import garbage_collect
 from dulwich.object_store import tree_lookup_path
 from dulwich.objects import Blob, Commit, ObjectID, Tag, Tree
 from dulwich.refs import Ref
@@ -68,6 +75,7 @@ from .yamlsafe import DEFAULT_LIMITS, Limits
 log = get_logger(__name__)
 
 _HEADS = Ref(b"refs/heads/")
+_GC_MIN_GROWTH = 1 << 20  # bytes: below this, growth is not worth a repack
 _MAX_PACKS = 32  # repack beyond this many pack files: lookups scan every pack index
 
 
@@ -82,6 +90,16 @@ class FetchResult:
     duration: float  # seconds, wall clock, including waiting for a worker thread
     bytes_received: int  # pack bytes written to the cache
     fetched_at: float  # time.time()
+
+
+@dataclass(frozen=True)
+class GcResult:
+    """One garbage collection of a cache: its size on disk before and after, what it pruned."""
+
+    bytes_before: int
+    bytes_after: int
+    pruned_objects: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -128,7 +146,7 @@ class RepositoryCache:
 
     def __init__(self, settings: RepositorySettings, state_dir: Path, *,
                  limiter: anyio.CapacityLimiter | None = None, branches: Iterable[str] | None = None,
-                 limits: Limits = DEFAULT_LIMITS) -> None:
+                 limits: Limits = DEFAULT_LIMITS, gc_growth: float = 2.0) -> None:
         self.settings = settings
         self.name = settings.name
         self.url = settings.url
@@ -141,6 +159,11 @@ class RepositoryCache:
         self._heads: dict[str, str] | None = None  # from the last successful fetch
         self.last_fetch: FetchResult | None = None
         self.last_error: SourceError | None = None  # set when the LATEST fetch failed
+        # GC when the cache exceeds gc_growth x its size after the last GC (or the first fetch)
+        self.gc_growth = gc_growth
+        self._gc_base: int | None = None
+        self.gc_runs = 0
+        self.last_gc: GcResult | None = None
 
     @property
     def subject(self) -> str:
@@ -202,13 +225,41 @@ class RepositoryCache:
                     remote_heads = self._fetch_into(repo)
                     self._write_refs(repo, remote_heads)
                     received = _pack_bytes(self.path) - before
-                    if len(list((self.path / "objects" / "pack").glob("*.pack"))) > _MAX_PACKS:
+                    size = _cache_bytes(self.path)
+                    if self._gc_base is None:
+                        self._gc_base = size
+                    elif size > max(self.gc_growth * self._gc_base, self._gc_base + _GC_MIN_GROWTH):
+                        self._gc(repo, size)
+                    elif len(list((self.path / "objects" / "pack").glob("*.pack"))) > _MAX_PACKS:
                         repo.object_store.repack()
                     return remote_heads, max(received, 0)
                 finally:
                     repo.close()
         finally:
             self._busy.release()
+
+    def gc_sync(self) -> GcResult:
+        """Collect garbage now (tests, benchmarks, an operator's `gc`); takes the cache's lock."""
+        with cache_lock(self.path, timeout=self.settings.timeout, subject=self.subject):
+            repo = self._open_or_init()
+            try:
+                return self._gc(repo, _cache_bytes(self.path))
+            finally:
+                repo.close()
+
+    def _gc(self, repo: Repo, size: int) -> GcResult:
+        start = time.monotonic()
+        # No grace period: the caller holds the cache's lock, so no other fetch has objects in flight;
+        # readers only follow the refs just written.
+        stats = garbage_collect(repo, prune=True, grace_period=None)
+        after = _cache_bytes(self.path)
+        result = GcResult(size, after, len(stats.pruned_objects), time.monotonic() - start)
+        self._gc_base = after
+        self.gc_runs += 1
+        self.last_gc = result
+        log.info("git.gc", repository=self.name, bytes_before=size, bytes_after=after,
+                 pruned_objects=result.pruned_objects, seconds=round(result.seconds, 3))
+        return result
 
     def _open_or_init(self) -> Repo:
         try:
@@ -704,6 +755,18 @@ def _pack_bytes(path: Path) -> int:
         return sum(p.stat().st_size for p in d.glob("*.pack"))
     except OSError:
         return 0
+
+
+def _cache_bytes(path: Path) -> int:
+    """Bytes of the cache's object store: packs, their indexes, loose objects."""
+    total = 0
+    try:
+        for p in (path / "objects").rglob("*"):
+            if p.is_file():
+                total += p.stat().st_size
+    except OSError:
+        pass
+    return total
 
 
 def _read_secret(path: Path) -> str:
