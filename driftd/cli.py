@@ -90,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"driftd: invalid configuration:\n{_indent(str(e))}", file=sys.stderr)
         return EXIT_ERROR
     configure_logging(config.daemon.log_format, config.daemon.log_level)
+    from .diff import secrets
+
+    secrets.configure(config.daemon.secret_name_patterns)
     try:
         return _dispatch(args, config)
     except KeyboardInterrupt:
@@ -129,6 +132,11 @@ def _dispatch(args: argparse.Namespace, config: object) -> int:
             report = oneshot.run_check(config, envs=args.env, target=target)
         else:
             report = oneshot.run_sync(config, env=args.env, target=target, dry_run=args.dry_run)
+        from .model import Report
+        from .redact import redact_report
+
+        # the same last line of defence as alerts and the API: no secret-like value in CLI output
+        report = Report(tuple(redact_report(e) for e in report.environments))
         if args.output == "json":
             render_json(report, out)
         else:

@@ -47,6 +47,7 @@ import anyio.abc
 from . import metrics
 from .alerting import AlertNotifier
 from .config import Config, EnvironmentSettings, load_config
+from .diff import secrets
 from .engine import pauses
 from .engine.coordination import Coordinator
 from .engine.desired import refresh
@@ -317,6 +318,7 @@ class Daemon:
                       errors=[str(x) for x in e.errors])
             self._notify_systemd("ready")
             return
+        secrets.configure(new.daemon.secret_name_patterns)
         await self.pool.update(new)
         await self._reconfigure_alerting(new)
         old = self.config

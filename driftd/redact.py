@@ -1,63 +1,49 @@
-"""Last line of defence before a drift leaves the process (alerts, the HTTP API).
+"""Last line of defence before a drift leaves the process (alerts, the HTTP API, CLI output).
 
-Targets already replace secret values with ``model.REDACTED``; this re-checks, by kind and by
-field name, so a target that forgot cannot leak a Secret through an alert or the API.
+Targets already mask secret-like values where they compute changes (with both objects at hand,
+see :mod:`driftd.diff.secrets`); this applies the same policy again, by kind, path and field name,
+so a target that forgot cannot leak a Secret through an alert, the API or the CLI.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
+from .diff.secrets import SECRET_KINDS, redact_changes, scrub_text
 from .model import REDACTED, Change, Drift, EnvironmentReport
 
-# Kinds whose values never leave the process: only paths are shown.
-SECRET_KINDS = frozenset({
-    "Secret",  # Kubernetes core/v1
-    "SealedSecret",
-    "AWS::SecretsManager::Secret",
-})
-# (kind, JSON pointer prefix) pairs whose values are secret in an otherwise ordinary kind:
-# SSM parameter values may be SecureString, and a drift does not say which type the live one has.
-_SECRET_PATHS = {
-    "AWS::SSM::Parameter": ("/Value",),
-    "AWS::Lambda::Function": ("/Environment",),
-    "AWS::IAM::User": ("/LoginProfile",),
-}
-_SECRET_FIELD = re.compile(r"(password|passwd|secret|token|credential|private_?key|api_?key|securestring)", re.I)
-
-
-def _secret_value(kind: str, path: str) -> bool:
-    if kind in SECRET_KINDS:
-        return True
-    if any(path == p or path.startswith(p + "/") for p in _SECRET_PATHS.get(kind, ())):
-        return True
-    return bool(_SECRET_FIELD.search(path))
-
-
-def _scrub(v: Any) -> Any:
-    """Within a structured value, redact fields whose names look like credentials."""
-    if isinstance(v, dict):
-        return {k: (REDACTED if isinstance(k, str) and _SECRET_FIELD.search(k) and x is not None else _scrub(x))
-                for k, x in v.items()}
-    if isinstance(v, list):
-        return [_scrub(x) for x in v]
-    return v
+__all__ = ["SECRET_KINDS", "redact_change", "redact_drift", "redact_report"]
 
 
 def redact_change(kind: str, c: Change) -> Change:
-    if _secret_value(kind, c.path):
-        return dataclasses.replace(
-            c,
-            expected=REDACTED if c.expected is not None else None,
-            actual=REDACTED if c.actual is not None else None,
-        )
-    return dataclasses.replace(c, expected=_scrub(c.expected), actual=_scrub(c.actual))
+    (out,) = redact_changes(kind, (c,))
+    return out
 
 
 def redact_drift(d: Drift) -> Drift:
-    return dataclasses.replace(d, changes=tuple(redact_change(d.key.kind, c) for c in d.changes))
+    changes = tuple(redact_changes(d.key.kind, d.changes))
+    reason = d.reason
+    if reason:
+        # A revert-failure reason may quote a value that the changes mask: scrub those values from it.
+        hidden: set[str] = set()
+        for before, after in zip(d.changes, changes, strict=True):
+            if after != before:
+                for side in ("expected", "actual"):
+                    _hidden_leaves(getattr(before, side), getattr(after, side), hidden)
+        reason = scrub_text(reason, hidden)
+    return dataclasses.replace(d, changes=changes, reason=reason)
+
+
+def _hidden_leaves(before: Any, after: Any, out: set[str]) -> None:
+    if after == REDACTED and isinstance(before, (str, int, float)) and not isinstance(before, bool):
+        out.add(str(before))
+    elif isinstance(before, dict) and isinstance(after, dict):
+        for k, v in before.items():
+            _hidden_leaves(v, after.get(k), out)
+    elif isinstance(before, list) and isinstance(after, list):
+        for b, a in zip(before, after, strict=False):
+            _hidden_leaves(b, a, out)
 
 
 def redact_report(r: EnvironmentReport) -> EnvironmentReport:

@@ -112,7 +112,9 @@ def test_secret_values_redacted() -> None:
     assert (out[0].expected, out[0].actual) == (REDACTED, REDACTED)
     assert out[1].actual == {"k": REDACTED}
     assert out[2].actual == "x"
-    assert redact_changes("ConfigMap", changes)[0].actual == "bmV3"
+    # in another kind, a field named like a secret is masked too (issue 14 §3), an ordinary one is not
+    assert redact_changes("ConfigMap", changes)[0].actual == REDACTED
+    assert redact_changes("ConfigMap", [Change("/data/color", "blue", "red")])[0].actual == "red"
 
 
 def test_ignore_rules_annotation_and_hpa() -> None:

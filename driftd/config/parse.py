@@ -363,7 +363,17 @@ class _Reader:
             shutdown_timeout=self.duration(t, k, "shutdown_timeout", d.shutdown_timeout),
             git_concurrency=self.positive_int(t, k, "git_concurrency", d.git_concurrency),
             api_token_file=self.path(t, k, "api_token_file", secret=True),
+            secret_name_patterns=self.regexes(t, k, "secret_name_patterns"),
         )
+
+    def regexes(self, t: Mapping[str, Any], key: str, name: str) -> tuple[str, ...]:
+        out = self.strings(t, key, name)
+        for i, p in enumerate(out):
+            try:
+                re.compile(p)
+            except re.error as e:
+                self.err(f"{_join(key, name)}[{i}]", f"not a regular expression ({e}): {p!r}")
+        return out
 
     def alertmanager(self, raw: Any) -> AlertmanagerSettings:
         k = "alertmanager"

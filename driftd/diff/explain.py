@@ -63,7 +63,7 @@ def explain(*, kind: str, predicted: Mapping[str, Any], live: Mapping[str, Any],
         out.append(replace(c, changed_by=who, changed_at=when))
     out.extend(adds)
     out.sort(key=lambda c: c.path)
-    out = secrets.redact_changes(kind, out, sensitive=sensitive)
+    out = secrets.redact_changes(kind, out, sensitive=sensitive, objects=(predicted, live))
     by, at = _newest(out)
     return Verdict(tuple(out), by, at, tuple(unconfirmed))
 

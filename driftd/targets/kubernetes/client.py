@@ -16,7 +16,7 @@ import contextvars
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
 from ...config import ClusterSettings
+from ...diff.secrets import scrub_text, secret_values
 from ...errors import PermissionDenied, TargetError, Throttled
 from ...journal import journaled
 from ...log import get_logger
@@ -164,7 +165,10 @@ class KubeClient:
         if 200 <= resp.status < 300:
             out: dict[str, Any] = json.loads(data) if data else {}
             return out
-        raise _error(resp.status, data, verb, resource, subject, path=path)
+        # The server's message may quote what was sent (an invalid env value, a Secret's data): never the
+        # secret-like values of the body, in whatever error, log line or record this message ends up.
+        raise _error(resp.status, data, verb, resource, subject, path=path,
+                     hide=secret_values(body) if isinstance(body, Mapping) else ())
 
     async def stream(self, path: str, *, resource: str, query: Mapping[str, Any],
                      read_timeout: float) -> AsyncIterator[dict[str, Any]]:
@@ -212,13 +216,15 @@ def _q(v: Any) -> str:
     return str(v)
 
 
-def _error(status: int, data: bytes, verb: str, resource: str, subject: str | None, *, path: str = "") -> ApiError:
+def _error(status: int, data: bytes, verb: str, resource: str, subject: str | None, *, path: str = "",
+           hide: Iterable[str] = ()) -> ApiError:
     reason, message = "", data.decode("utf-8", "replace")[:500]
     try:
         st = json.loads(data)
         reason, message = str(st.get("reason", "")), str(st.get("message", message))
     except ValueError:
         pass
+    message = scrub_text(message, hide)
     if status == 403:
         m = _NAMESPACED.match(path)
         raise Forbidden(RBAC_VERBS.get(verb, verb), resource, m.group(1) if m else None, message, subject=subject)

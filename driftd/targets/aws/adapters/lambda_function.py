@@ -74,7 +74,7 @@ class Function(Adapter):
     revert_permissions = ("lambda:CreateFunction", "lambda:UpdateFunctionConfiguration", "lambda:TagResource",
                           "lambda:UntagResource", "iam:PassRole")
     spec = CompareSpec(sets={"/Layers": str, "/Architectures": str},
-                       closed=("/Tags", "/Environment/Variables"))
+                       closed=("/Tags", "/Environment/Variables"), secret=("/Environment",))
 
     async def _list(self, ctx: Ctx) -> list[dict[str, Any]]:
         async def fetch() -> list[dict[str, Any]]:
