@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"driftd: invalid configuration:\n{_indent(str(e))}", file=sys.stderr)
         return EXIT_ERROR
     configure_logging(config.daemon.log_format, config.daemon.log_level)
-    from .diff import secrets
+    from . import secrets
 
     secrets.configure(config.daemon.secret_name_patterns)
     try:

@@ -44,10 +44,9 @@ from functools import partial
 import anyio
 import anyio.abc
 
-from . import metrics
+from . import metrics, secrets
 from .alerting import AlertNotifier
 from .config import Config, EnvironmentSettings, load_config
-from .diff import secrets
 from .engine import pauses
 from .engine.coordination import Coordinator
 from .engine.desired import refresh

@@ -1,7 +1,7 @@
 """Last line of defence before a drift leaves the process (alerts, the HTTP API, CLI output).
 
 Targets already mask secret-like values where they compute changes (with both objects at hand,
-see :mod:`driftd.diff.secrets`); this applies the same policy again, by kind, path and field name,
+see :mod:`driftd.secrets`); this applies the same policy again, by kind, path and field name,
 so a target that forgot cannot leak a Secret through an alert, the API or the CLI.
 """
 
@@ -10,10 +10,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .diff.secrets import SECRET_KINDS, redact_changes, scrub_text
 from .model import REDACTED, Change, Drift, EnvironmentReport
+from .secrets import SECRET_KINDS, redact_changes, scrub_text, secret_path
 
 __all__ = ["SECRET_KINDS", "redact_change", "redact_drift", "redact_report"]
+
+
+def _secret_value(kind: str, path: str) -> bool:
+    """Kept for callers of the former redact module (adopt): the shared policy's path decision."""
+    return kind in SECRET_KINDS or secret_path(kind, path)
 
 
 def redact_change(kind: str, c: Change) -> Change:

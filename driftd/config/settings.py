@@ -33,7 +33,7 @@ class DaemonSettings:
     shutdown_timeout: float = 20.0
     git_concurrency: int = 4
     api_token_file: Path | None = None  # bearer token required by the API (and every page but probes/metrics)
-    secret_name_patterns: tuple[str, ...] = ()  # regexes added to diff.secrets' defaults for secret-looking names
+    secret_name_patterns: tuple[str, ...] = ()  # regexes added to driftd.secrets' defaults for secret-looking names
 
     @property
     def listen_host(self) -> str:
