@@ -64,16 +64,17 @@ async def run(args: argparse.Namespace, root: Path) -> None:
         git("add", "-A", cwd=work)
         git("commit", "--quiet", "-m", f"tmp {i}", cwd=work)
         git("push", "--quiet", "origin", "tmp", cwd=work)
-        for c in (with_gc, without):
-            await c.fetch()
-        git("push", "--quiet", "origin", "--delete", "tmp", cwd=work)
-        for c, label in ((with_gc, "with gc"), (without, "without gc")):
-            runs = c.gc_runs
-            t0 = time.perf_counter()
-            await c.fetch()
-            if c is with_gc:
-                (gc_s if c.gc_runs > runs else fetch_s).append(time.perf_counter() - t0)
-            sizes[label].append(_cache_bytes(c.path))
+        for step in ("push", "delete"):
+            if step == "delete":
+                git("push", "--quiet", "origin", "--delete", "tmp", cwd=work)
+            for c, label in ((with_gc, "with gc"), (without, "without gc")):
+                runs = c.gc_runs
+                t0 = time.perf_counter()
+                await c.fetch()
+                if c is with_gc:
+                    (gc_s if c.gc_runs > runs else fetch_s).append(time.perf_counter() - t0)
+                if step == "delete":
+                    sizes[label].append(_cache_bytes(c.path))
     live = 2 * args.blob_kb * 1024
     print(f"{args.cycles} cycles of force-push + branch create/delete, {args.blob_kb} KiB incompressible blob each "
           f"(live data {live / 1e6:.2f} MB)")

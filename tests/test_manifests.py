@@ -275,3 +275,27 @@ async def test_kustomize_failure_names_the_kustomization():
     assert "kubectl kustomize failed" in err.message
     assert "cm.yaml" in err.message
     assert "driftd-kustomize-" not in err.message  # the temp dir is not leaked into messages
+
+
+def test_object_memo_shares_built_objects_and_keeps_duplicate_checks_per_load():
+    """The loader's memo (one parse result read by many environments) builds a file's objects once; the
+    duplicate check stays per load, decrypted (sensitive) documents are never memoized."""
+    from driftd.sources.manifests import ObjectMemo
+
+    memo = ObjectMemo()
+    a = parse_file(CM.format(name="a").encode(), "k/a.yaml")
+    dup = parse_file(CM.format(name="a").encode(), "k/dup.yaml")
+    first, errs = manifests_from_files({"k/a.yaml": a}, {}, namespace="apps", memo=memo)
+    again, errs2 = manifests_from_files({"k/a.yaml": a}, {}, namespace="apps", memo=memo)
+    assert errs == errs2 == ()
+    assert first[0] is again[0]  # built once
+    other_ns, _ = manifests_from_files({"k/a.yaml": a}, {}, namespace="other", memo=memo)
+    assert other_ns[0].key.namespace == "other"
+    both, errs3 = manifests_from_files({"k/a.yaml": a, "k/dup.yaml": dup}, {}, namespace="apps", memo=memo)
+    assert len(both) == 1
+    assert "declared twice" in errs3[0].message
+    secret = Parsed(a.documents, sensitive=True, size=a.size)
+    s1, _ = manifests_from_files({"k/a.yaml": secret}, {}, namespace="apps", memo=memo)
+    s2, _ = manifests_from_files({"k/a.yaml": secret}, {}, namespace="apps", memo=memo)
+    assert s1[0].sensitive
+    assert s1[0] is not s2[0]

@@ -48,6 +48,7 @@ from .helm import FALLBACK_CLUSTER, HelmRelease, HelmRenderer, chart_dirs, is_re
 from .kustomize import Kustomizer
 from .manifests import (
     KUSTOMIZATION_FILES,
+    ObjectMemo,
     Parsed,
     Rendering,
     is_manifest_path,
@@ -144,6 +145,8 @@ class DesiredStateLoader:
         self._blobs: _Lru[tuple[str, str], Parsed] = _Lru(blob_cache_size, blob_cache_nodes)
         self._trees: _Lru[tuple[Any, ...], tuple[tuple[Any, ...], tuple[DesiredStateError, ...], tuple[str, ...]]] = \
             _Lru(tree_cache_size)
+        # objects built per cached parse result, shared by environments reading the same files
+        self._objects = ObjectMemo()
         self.parse_count = 0  # files parsed since start (tests and benchmarks read it)
 
     def last_good_revision(self, env: str) -> str | None:
@@ -333,7 +336,8 @@ class DesiredStateLoader:
                     parse_file(out, k, self.limits, budget)
                 self.parse_count += 1
         renderings, deps = await self._helm(cache, snap, releases, data, namespace, cluster) if releases else ([], ())
-        objects, errs = manifests_from_files(files, rendered, namespace=namespace, renderings=renderings, skip=skip)
+        objects, errs = manifests_from_files(files, rendered, namespace=namespace, renderings=renderings, skip=skip,
+                                             memo=self._objects)
         problems.extend(errs)
         return (objects, tuple(problems), ()), deps, bool(rfiles or encrypted)
 

@@ -113,10 +113,43 @@ def kustomizations(paths: Iterable[str], read: Mapping[str, bytes]) -> dict[str,
 
 
 def under_any(path: str, dirs: Sequence[str]) -> bool:
+    if not dirs:  # the common case, called per file per load: skip building a generator
+        return False
     return any(d == "" or path.startswith(d + "/") for d in dirs)
 
 
 # --- documents -> objects -------------------------------------------------------------------------------
+
+
+# One file's objects (or errors) with where each was declared, before the duplicate check across files.
+_Built = list[tuple["DesiredObject | DesiredStateError", dict[str, Any]]]
+
+
+class ObjectMemo:
+    """Objects built from a file's parsed documents, shared by the environments that read the same parse
+    result (the loader's blob cache hands out one object per blob) with the same path and namespace:
+    the cold load of 50 branches holding the same 2,000 files builds each object once.
+    Keyed by the documents' identity, which the entry keeps alive so the key cannot be reused; bounded
+    by entries and by the YAML nodes it keeps alive (cleared whole when full: the simplest bound)."""
+
+    def __init__(self, size: int = 20_000, max_nodes: int = 2_000_000) -> None:
+        self.size = size
+        self.max_nodes = max_nodes
+        self.nodes = 0
+        self._entries: dict[tuple[Any, ...], tuple[Sequence[Document], _Built]] = {}
+
+    def get(self, key: tuple[Any, ...]) -> _Built | None:
+        hit = self._entries.get(key)
+        return hit[1] if hit is not None else None
+
+    def put(self, key: tuple[Any, ...], documents: Sequence[Document], built: _Built) -> None:
+        nodes = sum(d.nodes for d in documents)
+        if len(self._entries) >= self.size or self.nodes + nodes > self.max_nodes:
+            self._entries.clear()
+            self.nodes = 0
+        if nodes <= self.max_nodes:
+            self._entries[key] = (documents, built)
+            self.nodes += nodes
 
 
 @dataclass
@@ -127,32 +160,47 @@ class ManifestSet:
     objects: list[DesiredObject] = field(default_factory=list)
     errors: list[DesiredStateError] = field(default_factory=list)
     _seen: dict[tuple[str, str, str, str], tuple[DesiredObject, int | None]] = field(default_factory=dict)
+    memo: ObjectMemo | None = None
 
     def add_documents(self, documents: Sequence[Document], file: str, *, source_file: str | None = None,
-                      namespace: str | None = None, sensitive: bool = False) -> None:
+                      namespace: str | None = None, sensitive: bool = False, memoize: bool = False) -> None:
         """Objects of one file (or one kustomize or Helm rendering, ``file`` being its kustomization or
-        release file). ``namespace`` overrides the default namespace (a Helm release's)."""
-        for doc in documents:
-            if doc.value is None:
-                continue
-            self._add(doc.value, file, doc.line, doc.column, f"{source_file or file}#{doc.index}",
-                      namespace or self.namespace, sensitive)
+        release file). ``namespace`` overrides the default namespace (a Helm release's). ``memoize``: the
+        documents are a cached parse result that other loads share (never for decrypted ones)."""
+        ns = namespace or self.namespace
+        memo = self.memo if memoize and not sensitive else None
+        key = (id(documents), file, source_file, ns)
+        built = memo.get(key) if memo is not None else None
+        if built is None:
+            built = []
+            for doc in documents:
+                if doc.value is None:
+                    continue
+                self._build(doc.value, file, doc.line, doc.column, f"{source_file or file}#{doc.index}", ns,
+                            sensitive, built)
+            if memo is not None:
+                memo.put(key, documents, built)
+        for item, where in built:
+            if isinstance(item, DesiredStateError):
+                self.errors.append(item)
+            else:
+                self._accept(item, where)
 
-    def _add(self, value: Any, file: str, line: int, column: int, source: str, namespace: str,
-             sensitive: bool = False) -> None:
+    def _build(self, value: Any, file: str, line: int, column: int, source: str, namespace: str,
+               sensitive: bool, out: _Built) -> None:
         where = {"file": file, "line": line or None, "column": column or None}
         if not isinstance(value, Mapping):
-            self.errors.append(DesiredStateError(
-                f"expected a Kubernetes object (a mapping), found {type(value).__name__}", **where))  # type: ignore[arg-type]
+            out.append((DesiredStateError(
+                f"expected a Kubernetes object (a mapping), found {type(value).__name__}", **where), where))  # type: ignore[arg-type]
             return
         kind = value.get("kind")
         if isinstance(kind, str) and kind.endswith("List") and isinstance(value.get("items"), list):
             for i, item in enumerate(value["items"]):
-                self._add(item, file, line, column, f"{source}.items[{i}]", namespace, sensitive)
+                self._build(item, file, line, column, f"{source}.items[{i}]", namespace, sensitive, out)
             return
         missing = _missing_fields(value)
         if missing:
-            self.errors.append(DesiredStateError(f"{_describe(value)}: {missing}", **where))  # type: ignore[arg-type]
+            out.append((DesiredStateError(f"{_describe(value)}: {missing}", **where), where))  # type: ignore[arg-type]
             return
         api_version, meta = str(value["apiVersion"]), value["metadata"]
         kind = str(kind)
@@ -166,15 +214,19 @@ class ManifestSet:
             # a new top level and metadata; the rest is shared with the parse cache (bodies are read-only)
             body = {**value, "metadata": {**meta, "namespace": ns}}
         key = ResourceKey(TargetKind.KUBERNETES, kind, name, ns, api_version)
-        ident = (key.group, kind, ns, name)
+        out.append((DesiredObject(key=key, body=body, source=source, sensitive=sensitive), where))
+
+    def _accept(self, obj: DesiredObject, where: dict[str, Any]) -> None:
+        key = obj.key
+        ident = (key.group, key.kind, key.namespace, key.name)
         if ident in self._seen:
             first, _ = self._seen[ident]
+            ns = key.namespace
             self.errors.append(DesiredStateError(
-                f"{kind} {ns + '/' if ns else ''}{name} is declared twice: in {source} and in {first.source}",
-                **where))  # type: ignore[arg-type]
+                f"{key.kind} {ns + '/' if ns else ''}{key.name} is declared twice: in {obj.source} and in "
+                f"{first.source}", **where))
             return
-        obj = DesiredObject(key=key, body=body, source=source, sensitive=sensitive)
-        self._seen[ident] = (obj, line)
+        self._seen[ident] = (obj, where["line"])
         self.objects.append(obj)
 
 
@@ -217,11 +269,12 @@ class Rendering:
 
 def manifests_from_files(files: Mapping[str, Parsed], rendered: Mapping[str, Parsed], *,
                          namespace: str, renderings: Sequence[Rendering] = (),
-                         skip: Callable[[str], bool] | None = None
+                         skip: Callable[[str], bool] | None = None, memo: ObjectMemo | None = None
                          ) -> tuple[tuple[DesiredObject, ...], tuple[DesiredStateError, ...]]:
     """Objects of plain files (path -> parsed), of kustomize renderings (kustomization file -> parsed output)
-    and of other ``renderings``. Plain files for which ``skip(path)`` holds (charts, values files) are not read."""
-    out = ManifestSet(namespace=namespace)
+    and of other ``renderings``. Plain files for which ``skip(path)`` holds (charts, values files) are not read.
+    ``memo`` reuses the objects built from the same parse results (see :class:`ObjectMemo`)."""
+    out = ManifestSet(namespace=namespace, memo=memo)
     for kfile in sorted(rendered):
         p = rendered[kfile]
         if p.error:
@@ -241,6 +294,6 @@ def manifests_from_files(files: Mapping[str, Parsed], rendered: Mapping[str, Par
         if p.error:
             out.errors.append(p.error)
         else:
-            out.add_documents(p.documents, path, sensitive=p.sensitive)
+            out.add_documents(p.documents, path, sensitive=p.sensitive, memoize=True)
     return tuple(out.objects), tuple(out.errors)
 
