@@ -222,6 +222,8 @@ class Daemon:
         self._leases = await module.KubeLeaseStore.open(coord, cluster)
         self.coordinator = Coordinator(coord, self._leases, self)
         self.status.coordinator = self.coordinator
+        if self.reconciler is not None:
+            self.reconciler.may_revert = self.coordinator.may_act
         log.info("coordination.joining", replica=coord.identity, group=coord.group, namespace=coord.namespace,
                  cluster=coord.cluster, lease_duration=coord.lease_duration)
         await root.start(self.coordinator.run)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -266,3 +267,39 @@ async def test_readiness_waits_for_the_leases_and_for_what_was_taken_over() -> N
     runtimes[0].last_report = object()  # its first check under this replica
     assert status.ready()
     assert status.replicas() == r.c.snapshot()
+
+
+async def test_no_revert_starts_once_the_lease_is_about_to_lapse(tmp_path: Any) -> None:
+    from driftd.config import EnvironmentSettings, KubernetesEnvSettings
+    from driftd.engine.reconciler import EnvRuntime, Reconciler
+    from driftd.errors import DriftdError
+    from driftd.model import DesiredObject, DesiredState, Mode, PassKind, TargetKind, TargetResult
+    from tests.alerting_support import drift, key
+
+    class Target:
+        kind = TargetKind.KUBERNETES
+
+        def __init__(self) -> None:
+            self.reverted: list[Any] = []
+
+        async def check(self, env: Any, desired: Any, *, inventory: Any) -> TargetResult:
+            return TargetResult(TargetKind.KUBERNETES, resources=1, drifts=(drift(),))
+
+        async def revert(self, env: Any, desired: Any, drifts: Sequence[Any], *, dry_run: bool = False) -> tuple:
+            self.reverted += list(drifts)
+            return tuple(drifts)
+
+    env = EnvironmentSettings(name="e", repository="r", branch="main", mode=Mode.ENFORCE,
+                              kubernetes=KubernetesEnvSettings(cluster="c", namespace="shop"))
+    rt = EnvRuntime(env)
+    rt.set_desired(DesiredState("rev", (DesiredObject(key(), {"kind": "Deployment"}, "app.yaml"),)))
+    rec = Reconciler(None)
+    target = Target()
+    held = {"e": False}
+    rec.may_revert = lambda name: held[name]
+    with pytest.raises(DriftdError, match="lease"):
+        await rec.pass_target(rt, target, pass_kind=PassKind.RUN)  # type: ignore[arg-type]
+    assert target.reverted == []
+    held["e"] = True
+    await rec.pass_target(rt, target, pass_kind=PassKind.RUN)  # type: ignore[arg-type]
+    assert len(target.reverted) == 1

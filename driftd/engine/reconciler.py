@@ -157,6 +157,9 @@ class Reconciler:
         self.clock = clock
         self.actor = actor
         self.revert_timeout = revert_timeout
+        # Replicas ([coordination]): may this replica still start reverting in this environment? Asked
+        # right before the reverts, so none starts with less than a renew interval of its lease left.
+        self.may_revert: Callable[[str], bool] | None = None
 
     async def pass_target(self, rt: EnvRuntime, target: Target, *, keys: frozenset[ResourceKey] | None = None,
                           pass_kind: PassKind = PassKind.RUN, dry_run: bool | None = None) -> PassResult:
@@ -206,6 +209,10 @@ class Reconciler:
             self._update_view(view, keys, final, result, now)
             return PassResult(kind, p, final)
 
+        if p.revert and self.may_revert is not None and not self.may_revert(env.name):
+            # Its lease is about to lapse: another replica may hold it soon, and must be the only one acting.
+            raise DriftdError("not reverting: this replica's lease on the environment is about to lapse",
+                              subject=f"environment {env.name}", retryable=True)
         # From here on live systems change: finish what was started even when asked to stop,
         # so every change made is also recorded. The deadline bounds the work (the reverts), never
         # the bookkeeping after it: that runs shielded and without a deadline, whatever happened.
