@@ -32,6 +32,7 @@ from typing import Any
 
 from ..errors import DesiredStateError
 from ..model import DesiredObject, ResourceKey, TargetKind
+from ..names import kind_problem, name_problem, namespace_problem
 from .yamlsafe import DEFAULT_LIMITS, Budget, Document, Limits, load_documents
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -213,6 +214,11 @@ class ManifestSet:
             ns = namespace
             # a new top level and metadata; the rest is shared with the parse cache (bodies are read-only)
             body = {**value, "metadata": {**meta, "namespace": ns}}
+        invalid = kind_problem(kind) or name_problem(kind, name) or (namespace_problem(ns) if ns else None)
+        if invalid:
+            # never a request: the name would become an API path (another object, or one without dryRun)
+            self.errors.append(DesiredStateError(f"{kind} {name!r}: {invalid}", **where))  # type: ignore[arg-type]
+            return
         key = ResourceKey(TargetKind.KUBERNETES, kind, name, ns, api_version)
         out.append((DesiredObject(key=key, body=body, source=source, sensitive=sensitive), where))
 

@@ -22,6 +22,7 @@ from ...diff.managed_fields import Path, resolve, take_over
 from ...errors import DriftdError
 from ...log import get_logger
 from ...model import Action, DesiredState, Drift, DriftKind, ResourceKey
+from ...names import segment
 from .client import APPLY_PATCH, MERGE_PATCH, ApiError, KubeClient, NotFound
 from .compare import FIELD_MANAGER, Planned, apply_body
 from .ports import ClusterAccess
@@ -154,7 +155,7 @@ async def _take_over(client: KubeClient, humans: tuple[str, ...], p: Planned, li
 
 
 async def _wait_established(client: KubeClient, key: ResourceKey, wait: float = 30.0) -> None:
-    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{key.name}"
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{segment(key.name)}"
     with anyio.move_on_after(wait):
         while True:
             try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ...errors import TargetError
 from ...model import ClusterInfo
+from ...names import segment
 from .client import KubeClient, NotFound
 
 # Aggregated discovery (GA in Kubernetes 1.30): every group, version and kind in two requests.
@@ -35,11 +36,12 @@ class ResourceInfo:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     def path(self, namespace: str | None = None, name: str | None = None) -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        """The API path; names from Git are validated when read, and every segment is escaped here too."""
+        base = f"/apis/{segment(self.group)}/{segment(self.version)}" if self.group else f"/api/{segment(self.version)}"
         if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.resource}"
-        return f"{base}/{name}" if name else base
+            base += f"/namespaces/{segment(namespace)}"
+        base += f"/{segment(self.resource)}"
+        return f"{base}/{segment(name)}" if name else base
 
     @property
     def label(self) -> str:
