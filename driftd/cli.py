@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--object", required=True, metavar="KIND/[NAMESPACE/]NAME")
     c.add_argument("--path", action="append", default=[], metavar="POINTER",
                    help="only changes at or below this JSON pointer (repeatable; default: every drifted field)")
+    c = cmd("baseline", "re-take the baseline of security-relevant AWS properties templates leave out, after an "
+                        "intended change (recorded in the audit trail)")
+    c.add_argument("--env", required=True, metavar="NAME")
+    c.add_argument("--object", action="append", default=[], metavar="KIND/NAME",
+                   help="only this resource (repeatable; KIND/NAME, KIND/REGION/NAME or NAME); default: all")
     cmd("permissions", "print the IAM policy and Kubernetes RBAC the configured environments need")
     sub.add_parser("version", help="print the version")
     return p
@@ -142,6 +147,24 @@ def _dispatch(args: argparse.Namespace, config: object) -> int:
         else:
             render_text(report, out, color=out.isatty())
         return report.exit_code
+    if args.command == "baseline":
+        from .engine import oneshot
+
+        if args.env not in {e.name for e in config.environments}:
+            print(f"driftd: no environment named {args.env!r} in {config.path}", file=sys.stderr)
+            return EXIT_ERROR
+        retaken, error = oneshot.run_baseline(config, args.env, args.object)
+        for key, moved in retaken:
+            what = ", ".join(f"{c.path}" for c in moved) or "unchanged"
+            print(f"{key.kind} {key.name}: baseline re-taken ({what})", file=out)
+        if error:
+            print(f"driftd: {error}", file=sys.stderr)
+            return EXIT_ERROR
+        if args.object and not retaken:
+            print(f"driftd: no AWS resource of {args.env} matches {', '.join(args.object)}", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"{len(retaken)} baseline(s) re-taken in {args.env}", file=out)
+        return EXIT_OK
     if args.command == "history":
         from .engine.history import show_history
 

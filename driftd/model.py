@@ -23,6 +23,7 @@ class DriftKind(StrEnum):
     MISSING = "missing"
     ORPHANED = "orphaned"
     UNMANAGED = "unmanaged"
+    UNDECLARED = "undeclared"  # a security-relevant property the template leaves out moved from its baseline
 
 
 class Action(StrEnum):
@@ -291,6 +292,9 @@ class TargetResult:
     # discovery knows), desired key -> the target's. The engine keys overrides, drifts and the inventory
     # by the target's key, so a per-object mode holds whatever the loader guessed.
     renamed: Mapping[ResourceKey, ResourceKey] = field(default_factory=dict)
+    # AWS: per declared resource found live, the security-relevant properties its template leaves out, as read
+    # (the engine compares them with the recorded baseline: driftd.diff.baseline).
+    undeclared_live: Mapping[ResourceKey, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

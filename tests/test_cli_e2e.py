@@ -169,7 +169,8 @@ def test_aws_check_sync_history(sandbox: Sandbox, tmp_path: Path, monkeypatch: p
     code, hist = cli.json("history", "--object", f"AWS::EC2::SecurityGroup/{sandbox.aws_region}/{names['enforce']}")
     assert code == 0
     kinds = [e["event"] for e in hist["events"]]
-    assert kinds[:2] == ["detected", "reverted"]
+    assert kinds[0] == "baseline", "sync records the baseline of undeclared properties (here: egress)"
+    assert kinds[1:3] == ["detected", "reverted"]
     assert all(e["environment"] == "enforce" and e["target"] == "aws" for e in hist["events"])
     code, text, _ = cli("history", "--env", "enforce")
     assert code == 0

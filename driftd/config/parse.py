@@ -536,6 +536,7 @@ class _Reader:
             parameters=self.str_map(t, k, "parameters"),
             tag_filter=self.str_map(t, k, "tag_filter"),
             unmanaged=bool(self.get(t, k, "unmanaged", bool, d.unmanaged, "true or false")),
+            baselines=bool(self.get(t, k, "baselines", bool, d.baselines, "true or false")),
         )
 
     def tree_path(self, t: Mapping[str, Any], k: str, name: str, default: str) -> str:

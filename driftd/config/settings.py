@@ -119,6 +119,7 @@ class AwsEnvSettings:
     parameters: Mapping[str, str] = field(default_factory=dict)
     tag_filter: Mapping[str, str] = field(default_factory=dict)  # scope for unmanaged resources
     unmanaged: bool = True
+    baselines: bool = True  # baseline security-relevant properties templates leave out (drift kind undeclared)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import anyio
 from ..config import Config, EnvironmentSettings
 from ..errors import DriftdError
 from ..log import get_logger
-from ..model import EnvironmentReport, PassKind, Report, Status, TargetKind
+from ..model import Change, EnvironmentReport, PassKind, Report, ResourceKey, Status, TargetKind
 from ..state import StateError, StateStore, db_path
 from .desired import refresh
 from .pools import Sources, TargetPool
@@ -200,3 +200,41 @@ def run_check(config: Config, envs: Sequence[str] = (), target: TargetKind | Non
 def run_sync(config: Config, env: str, target: TargetKind | None = None, dry_run: bool = False) -> Report:
     """Bring ``env`` back to Git once, on every target it has (or only ``target``)."""
     return anyio.run(_run, config, [config.environment(env)], target, PassKind.SYNC, dry_run)
+
+
+async def _baseline(config: Config, env: EnvironmentSettings, objects: Sequence[str]) -> tuple[
+        list[tuple[ResourceKey, tuple[Change, ...]]], str | None]:
+    sources = Sources(config)
+    pool = TargetPool(config)
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(_open_store(config, write=True))
+        if store is None:
+            return [], f"the state store in {config.daemon.state_dir} cannot be opened: nothing can be recorded"
+        stack.push_async_callback(pool.aclose)
+        wanted = set(objects)
+
+        def selected(key: ResourceKey) -> bool:
+            return not wanted or bool({f"{key.kind}/{key.name}", f"{key.kind}/{key.namespace}/{key.name}",
+                                       key.name} & wanted)
+
+        reconciler = Reconciler(store, actor=f"cli:{_user()}", retake_baselines=selected)
+        rt = EnvRuntime(env)
+        await _Fetches(sources).fetch(env.repository)
+        if not (await refresh(rt, sources, config, cluster=pool.cluster_info(env))).loaded:
+            return [], rt.desired_error or "the desired state did not load"
+        if env.aws is None:
+            return [], f"environment {env.name} has no AWS target"
+        pt = pool.get(TargetKind.AWS, env.aws.account)
+        try:
+            async with pt.limiter:
+                await reconciler.pass_target(rt, pt.target, pass_kind=PassKind.CHECK)
+        except DriftdError as e:
+            return reconciler.retaken, str(e)
+        return reconciler.retaken, rt.view(TargetKind.AWS).error
+
+
+def run_baseline(config: Config, env: str, objects: Sequence[str] = ()) -> tuple[
+        list[tuple[ResourceKey, tuple[Change, ...]]], str | None]:
+    """Re-take the baseline of undeclared properties of ``env``'s AWS resources (all, or ``objects`` given as
+    ``KIND/NAME``, ``KIND/REGION/NAME`` or ``NAME``): (objects re-taken with what moved, error or None)."""
+    return anyio.run(_baseline, config, config.environment(env), list(objects))

@@ -7,6 +7,7 @@ in place, so the report always covers the whole environment.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,10 +18,12 @@ import anyio
 
 from .. import journal, metrics
 from ..config import EnvironmentSettings
+from ..diff import baseline
 from ..errors import DriftdError
 from ..log import get_logger
 from ..model import (
     Action,
+    Change,
     Coverage,
     DesiredState,
     Drift,
@@ -151,8 +154,11 @@ class Reconciler:
 
     def __init__(self, store: StateStore | None, listeners: Sequence[ReportListener] = (), *,
                  clock: Callable[[], datetime] = utcnow, actor: str = "driftd",
-                 revert_timeout: float = 120.0) -> None:
+                 revert_timeout: float = 120.0, retake_baselines: Callable[[ResourceKey], bool] | None = None) -> None:
+        """``retake_baselines``: `driftd baseline` - replace the recorded baseline of the objects it selects."""
         self.store = store
+        self.retake_baselines = retake_baselines
+        self.retaken: list[tuple[ResourceKey, tuple[Change, ...]]] = []
         self.listeners = list(listeners)
         self.clock = clock
         self.actor = actor
@@ -181,6 +187,8 @@ class Reconciler:
             else:
                 keys = None
                 result = await target.check(env, desired, inventory=inventory)
+            if result.undeclared_live and self.store is not None:
+                result = await self._baselines(rt, result, record=pass_kind != PassKind.CHECK)
         except DriftdError as e:
             view.error = f"{kind}: {e}"
             view.checked = True
@@ -253,6 +261,43 @@ class Reconciler:
                     await _safe(listener.safety_brake(env, str(b.brake), b.detail, key=b.key))
         self._update_view(view, keys, final, result, now)
         return PassResult(kind, p, final)
+
+    async def _baselines(self, rt: EnvRuntime, result: TargetResult, *, record: bool) -> TargetResult:
+        """Compare undeclared properties with their recorded baseline (diff.baseline); record the baseline of
+        what is seen for the first time when this pass records (never in `driftd check`); re-take it for the
+        objects `driftd baseline` selects. Each recording is an audit event."""
+        assert self.store is not None
+        env = rt.settings
+        ns = f"baseline/{env.name}"
+        stored = {k: json.loads(v) for k, v in (await self.store.kv_items(ns)).items()}
+        now = self.clock()
+        revision = rt.desired.revision if rt.desired else None
+        changes: dict[ResourceKey, list[Change]] = {}
+        events: list[AuditEvent] = []
+        for key, live in sorted(result.undeclared_live.items()):
+            kid = baseline.key_id(key)
+            values = (stored.get(kid) or {}).get("values")
+            if self.retake_baselines is not None:
+                if not self.retake_baselines(key):
+                    continue
+                moved = tuple(baseline.diff(values or {}, live))
+                await self.store.kv_put(ns, kid, json.dumps({"values": dict(live), "taken_at": now.isoformat(),
+                                                             "revision": revision}, default=str))
+                self.retaken.append((key, moved))
+                events.append(AuditEvent(now, env.name, EventKind.BASELINE, key, revision, changes=moved,
+                                         reason="baseline re-taken", actor=self.actor))
+                continue
+            if values is not None:
+                changes[key] = baseline.diff(values, live)
+            extended = baseline.extend(values, live) if record else None
+            if extended is not None:
+                await self.store.kv_put(ns, kid, json.dumps({"values": extended, "taken_at": now.isoformat(),
+                                                             "revision": revision}, default=str))
+                events.append(AuditEvent(now, env.name, EventKind.BASELINE, key, revision,
+                                         reason="baseline recorded (first seen)", actor=self.actor))
+        if events:
+            await self.store.record_events(events)
+        return replace(result, drifts=tuple(baseline.merge(result.drifts, changes)))
 
     async def _revert_bounded(self, rt: EnvRuntime, target: Target, desired: DesiredState, p: Plan
                               ) -> tuple[Drift, ...]:

@@ -23,6 +23,7 @@ class EventKind(StrEnum):
     IMAGE = "image"  # an image policy finding: update available, tag moved, digest missing, written back
     PAUSED = "paused"  # break-glass: enforcement held for an environment or object (driftd pause)
     RESUMED = "resumed"  # the pause ended (driftd resume, or it expired)
+    BASELINE = "baseline"  # the baseline of undeclared properties recorded or re-taken (driftd baseline)
 
 
 @dataclass(frozen=True)

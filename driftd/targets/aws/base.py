@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 
 from ...diff.aws_compare import CompareSpec, compare, prune_not_checked, split_pointer, tags_to_map
-from ...errors import DriftdError
+from ...errors import DriftdError, TargetError
 from ...model import AwsDeclaration, Change, ResourceKey, TargetKind
 from .errors import ApiError as ApiError  # re-exported: adapters catch it with the rest of the contract
 
@@ -37,6 +37,7 @@ class Ctx:
     tag_filter: Mapping[str, str] = field(default_factory=dict)
     unmanaged: bool = False  # the pass also lists everything in scope: prefer list-all reads
     stack_name: str = ""  # AWS::StackName (the environment's name): finds resources by CloudFormation's tags
+    baselines: bool = False  # also read the security-relevant properties templates leave out (diff.baseline)
     memo: dict[str, Any] = field(default_factory=dict)
     failed: dict[tuple[str, str], str] = field(default_factory=dict)  # (type, physical id) -> why it is unknown
     _locks: dict[str, anyio.Lock] = field(default_factory=dict)
@@ -95,6 +96,10 @@ class Adapter(ABC):
     properties: ClassVar[frozenset[str]]
     supports_unmanaged: ClassVar[bool] = True
     has_tags: ClassVar[bool] = True
+    # Security-relevant properties recorded as a baseline when the template leaves them out (driftd.diff.baseline),
+    # and those of them restore() may put back (the others are reported, never reverted).
+    baseline_properties: ClassVar[tuple[str, ...]] = ()
+    restorable: ClassVar[frozenset[str]] = frozenset()
 
     # --- identity ----------------------------------------------------------------------------
 
@@ -150,9 +155,30 @@ class Adapter(ABC):
             actual["Tags"] = {k: v for k, v in actual["Tags"].items() if k in desired["Tags"] or k not in tag_filter}
         return compare(desired, actual, self.spec, decl.not_checked)
 
-    def declared(self, decls: Iterable[AwsDeclaration]) -> set[str]:
-        """Top-level properties any of ``decls`` declares: read only what is compared."""
-        return {k for d in decls for k in d.properties}
+    def declared(self, decls: Iterable[AwsDeclaration], ctx: Ctx | None = None) -> set[str]:
+        """Top-level properties any of ``decls`` declares: read only what is compared (and, with ``ctx`` asking
+        for baselines, the baseline properties too)."""
+        out = {k for d in decls for k in d.properties}
+        if ctx is not None and ctx.baselines:
+            out |= set(self.baseline_properties)
+        return out
+
+    def baseline(self, decl: AwsDeclaration, live: Mapping[str, Any]) -> dict[str, Any]:
+        """The baseline properties ``decl`` leaves out (or declares through what needs the deployed stack, such as
+        a Lambda role's ``!GetAtt``), as read (normalized by ``baseline_value``)."""
+        return {p: self.baseline_value(p, live.get(p)) for p in self.baseline_properties
+                if p not in decl.properties and p in live}
+
+    def baseline_value(self, prop: str, value: Any) -> Any:
+        """One baseline property's canonical form (sets sorted). Subclasses refine per property."""
+        if isinstance(value, list) and all(isinstance(x, str) for x in value):
+            return sorted(value)
+        return value
+
+    async def restore(self, ctx: Ctx, decl: AwsDeclaration, live: Live, prop: str, value: Any) -> None:
+        """Put one undeclared property back to its baseline ``value`` (only for ``restorable`` properties)."""
+        raise TargetError(f"{prop} is not restored automatically: re-take the baseline (driftd baseline) or "
+                          "change it back by hand", subject=self.physical_id(decl))
 
     # --- I/O -----------------------------------------------------------------------------------
 

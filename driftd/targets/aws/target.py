@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 
 from ...config import AwsAccountSettings, EnvironmentSettings
+from ...diff.aws_compare import split_pointer
 from ...errors import DriftdError, TargetError
 from ...log import get_logger
 from ...model import (
@@ -81,7 +82,7 @@ class AwsTarget:
         assert env.aws is not None
         s = self.session(env.aws.account)
         return Ctx(session=s, region=s.region, tag_filter=dict(env.aws.tag_filter), unmanaged=unmanaged,
-                   stack_name=env.name)
+                   stack_name=env.name, baselines=env.aws.baselines)
 
     # --- check -----------------------------------------------------------------------------------
 
@@ -104,19 +105,21 @@ class AwsTarget:
             ctx = self._ctx(env, unmanaged=env.aws.unmanaged)
             undetermined: set[ResourceKey] = set()
             not_checked: list[NotChecked] = []
+            undeclared: dict[ResourceKey, dict[str, Any]] = {}
             drifts, errors, coverage, checked = await self._check(ctx, env, desired, inventory, undetermined,
-                                                                  not_checked)
+                                                                  not_checked, undeclared)
             drifts = await self._attribute(env, ctx, drifts)
         self.last_calls = calls
         cov = Coverage(checked=checked, declared=len(desired.aws),
                        not_checked=tuple(sorted(not_checked, key=lambda n: n.key)))
         return TargetResult(target=TargetKind.AWS, resources=checked, drifts=tuple(drifts), errors=tuple(errors),
                             api_calls=sum(calls.values()), coverage=coverage, undetermined=frozenset(undetermined),
-                            checked_coverage=cov)
+                            checked_coverage=cov, undeclared_live=undeclared)
 
     async def _check(self, ctx: Ctx, env: EnvironmentSettings, desired: DesiredState,
                      inventory: frozenset[ResourceKey], undetermined: set[ResourceKey],
-                     not_checked: list[NotChecked]) -> tuple[list[Drift], list[str], dict[str, tuple[int, int]], int]:
+                     not_checked: list[NotChecked], undeclared: dict[ResourceKey, dict[str, Any]]
+                     ) -> tuple[list[Drift], list[str], dict[str, tuple[int, int]], int]:
         by_type = _group(desired.aws)
         for d in desired.aws:
             why = unchecked_reason(d)
@@ -168,6 +171,10 @@ class AwsTarget:
                     drifts.append(Drift(key=d.key, drift=DriftKind.MISSING))
                     continue
                 declared_pids |= adapter.aliases(live[pid])
+                if ctx.baselines:
+                    values = adapter.baseline(d, live[pid])
+                    if values:
+                        undeclared[d.key] = values
                 changes = adapter.compare(d, live[pid], ctx.tag_filter)
                 if changes:
                     drifts.append(Drift(key=d.key, drift=DriftKind.MODIFIED, changes=tuple(changes)))
@@ -282,7 +289,7 @@ class AwsTarget:
     async def _revert_type(self, ctx: Ctx, adapter: Adapter, items: Iterable[tuple[int, Drift, AwsDeclaration]],
                            results: dict[int, Drift]) -> None:
         items = list(items)
-        modified = [decl for _, d, decl in items if d.drift is DriftKind.MODIFIED]
+        modified = [decl for _, d, decl in items if d.drift in (DriftKind.MODIFIED, DriftKind.UNDECLARED)]
         live: dict[str, Live] = {}
         read_error: str | None = None
         if modified:
@@ -306,6 +313,17 @@ class AwsTarget:
                     changes = adapter.compare(decl, live[pid], ctx.tag_filter)
                     if changes:
                         await adapter.revert(ctx, decl, live[pid], changes)
+                    # Undeclared properties go back to their baseline (the change's expected value) where safe.
+                    unsafe = []
+                    for prop, value in _undeclared(adapter, decl, d):
+                        if prop not in adapter.restorable:
+                            unsafe.append(prop)
+                        elif adapter.baseline(decl, live[pid]).get(prop, value) != adapter.baseline_value(prop, value):
+                            await adapter.restore(ctx, decl, live[pid], prop, value)
+                    if unsafe:
+                        raise TargetError(f"{', '.join(unsafe)} not restored automatically (not safe to undo "
+                                          "blindly): change it back by hand, or re-take the baseline with "
+                                          "driftd baseline", subject=pid)
                 results[i] = replace(d, action=Action.REVERTED, reason=None)
                 log.info("aws.reverted", object=str(d.key), drift=str(d.drift))
             except DriftdError as e:
@@ -336,6 +354,16 @@ def _group(decls: Iterable[AwsDeclaration]) -> dict[str, list[AwsDeclaration]]:
         if a is not None and a.identity_known(d):
             out[d.type].append(d)
     return dict(out)
+
+
+def _undeclared(adapter: Adapter, decl: AwsDeclaration, d: Drift) -> list[tuple[str, Any]]:
+    """(property, baseline value) for each change of ``d`` that is about an undeclared baseline property."""
+    out = []
+    for c in d.changes:
+        segs = split_pointer(c.path)
+        if len(segs) == 1 and segs[0] in adapter.baseline_properties and segs[0] not in decl.properties:
+            out.append((segs[0], c.expected))
+    return out
 
 
 def unchecked_reason(decl: AwsDeclaration) -> str | None:

@@ -131,6 +131,19 @@ class SecurityGroup(Adapter):
                           "ec2:UpdateSecurityGroupRuleDescriptionsEgress",
                           "ec2:CreateSecurityGroup", "ec2:CreateTags", "ec2:DeleteTags")
     spec = CompareSpec(sets={f"/{INGRESS}": rule_id, f"/{EGRESS}": rule_id}, closed=("/Tags",))
+    baseline_properties = (EGRESS,)  # read with the group anyway: no extra call
+    restorable = frozenset({EGRESS})
+
+    def baseline_value(self, prop: str, value: Any) -> Any:
+        if prop == EGRESS and isinstance(value, list):
+            return sorted((normalize_rule(r) for r in value), key=rule_id)
+        return super().baseline_value(prop, value)
+
+    async def restore(self, ctx: Ctx, decl: AwsDeclaration, live: Live, prop: str, value: Any) -> None:
+        if prop != EGRESS:
+            await super().restore(ctx, decl, live, prop, value)
+            return
+        await self._sync_rules(ctx, str(live["GroupId"]), EGRESS, value or [], live.get(EGRESS) or [])
 
     def physical_id(self, decl: AwsDeclaration) -> str:
         name = super().physical_id(decl)

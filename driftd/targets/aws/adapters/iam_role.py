@@ -38,18 +38,50 @@ class Role(Adapter):
     service = "iam"
     name_property = "RoleName"
     properties = frozenset({"RoleName", "Path", "AssumeRolePolicyDocument", "Description", "MaxSessionDuration",
-                            "Tags", "Policies", "ManagedPolicyArns"})
+                            "Tags", "Policies", "ManagedPolicyArns", "PermissionsBoundary"})
     global_service = True
     read_permissions = ("iam:ListRoles", "iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy",
                         "iam:ListAttachedRolePolicies", "iam:ListRoleTags")
     revert_permissions = ("iam:CreateRole", "iam:UpdateAssumeRolePolicy", "iam:UpdateRole", "iam:PutRolePolicy",
                           "iam:DeleteRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy", "iam:TagRole",
-                          "iam:UntagRole")
+                          "iam:UntagRole", "iam:PutRolePermissionsBoundary", "iam:DeleteRolePermissionsBoundary")
     spec = CompareSpec(sets={"/Policies": _policy_name,
                              "/Policies/*/PolicyDocument/Statement": statement_id,
                              "/AssumeRolePolicyDocument/Statement": statement_id,
                              "/ManagedPolicyArns": str},
                        closed=("/Tags",))
+    baseline_properties = ("ManagedPolicyArns", "PermissionsBoundary", "Policies")
+    restorable = frozenset(baseline_properties)
+
+    def baseline_value(self, prop: str, value: Any) -> Any:
+        if prop == "Policies" and isinstance(value, list):  # inline policies by name, documents normalized
+            return {_policy_name(p): normalize_policy(p.get("PolicyDocument")) for p in value
+                    if isinstance(p, Mapping)}
+        return super().baseline_value(prop, value)
+
+    async def restore(self, ctx: Ctx, decl: AwsDeclaration, live: Live, prop: str, value: Any) -> None:
+        name = self.physical_id(decl)
+        if prop == "ManagedPolicyArns":
+            want, have = set(value or []), set(live.get(prop) or [])
+            for arn in sorted(want - have):
+                await ctx.call("iam", "attach_role_policy", RoleName=name, PolicyArn=arn)
+            for arn in sorted(have - want):
+                await ctx.call("iam", "detach_role_policy", RoleName=name, PolicyArn=arn)
+        elif prop == "PermissionsBoundary":
+            if value:
+                await ctx.call("iam", "put_role_permissions_boundary", RoleName=name, PermissionsBoundary=value)
+            elif live.get(prop):
+                await ctx.call("iam", "delete_role_permissions_boundary", RoleName=name)
+        elif prop == "Policies":
+            want_docs: dict[str, Any] = dict(value or {})
+            have_docs = self.baseline_value(prop, live.get(prop) or [])
+            for n, doc in want_docs.items():
+                if n not in have_docs or not policies_equal(doc, have_docs[n]):
+                    await ctx.call("iam", "put_role_policy", RoleName=name, PolicyName=n, PolicyDocument=_dump(doc))
+            for n in have_docs.keys() - want_docs.keys():
+                await ctx.call("iam", "delete_role_policy", RoleName=name, PolicyName=n)
+        else:
+            await super().restore(ctx, decl, live, prop, value)
 
     def normalize(self, props: Mapping[str, Any]) -> dict[str, Any]:
         out = super().normalize(props)
@@ -85,6 +117,8 @@ class Role(Adapter):
             raise
         live = self._base(r["Role"])
         live.setdefault("Tags", [])
+        pb = r["Role"].get("PermissionsBoundary") or {}
+        live["PermissionsBoundary"] = pb.get("PermissionsBoundaryArn")
         return live
 
     async def _extras(self, ctx: Ctx, live: Live, props: set[str]) -> Live:
@@ -102,13 +136,17 @@ class Role(Adapter):
                                      cursor=("Marker", "Marker"),
                                      RoleName=name)
             live["ManagedPolicyArns"] = [a["PolicyArn"] for a in att]
+        if "PermissionsBoundary" in props and "PermissionsBoundary" not in live:
+            # ListRoles leaves the boundary out: GetRole has it.
+            got = await self._get(ctx, name)
+            live["PermissionsBoundary"] = (got or {}).get("PermissionsBoundary")
         if "Tags" in props and "Tags" not in live:
             live["Tags"] = await ctx.paginate("iam", "list_role_tags", "Tags", cursor=("Marker", "Marker"),
                                               RoleName=name)
         return live
 
     async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
-        props = self.declared(decls)
+        props = self.declared(decls, ctx)
         pids = {self.physical_id(d) for d in decls}
         if ctx.unmanaged or len(pids) > LIST_THRESHOLD:
             by_name = {r["RoleName"]: r for r in await self._list(ctx)}
@@ -158,6 +196,8 @@ class Role(Adapter):
                 await ctx.call("iam", "attach_role_policy", RoleName=name, PolicyArn=arn)
             for arn in sorted(have_arns - want_arns):
                 await ctx.call("iam", "detach_role_policy", RoleName=name, PolicyArn=arn)
+        if "PermissionsBoundary" in top:
+            await self.restore(ctx, decl, live, "PermissionsBoundary", props.get("PermissionsBoundary"))
         if "Tags" in top:
             to_set, to_remove = tag_delta(decl, live.get("Tags"), ctx)
             if to_set:

@@ -70,11 +70,22 @@ class Function(Adapter):
     name_property = "FunctionName"
     properties = frozenset({"FunctionName", "Runtime", "Handler", "MemorySize", "Timeout", "Role", "Description",
                             "Environment", "TracingConfig", "Layers", "Architectures", "EphemeralStorage", "Tags"})
-    read_permissions = ("lambda:ListFunctions", "lambda:GetFunctionConfiguration", "lambda:ListTags")
+    read_permissions = ("lambda:ListFunctions", "lambda:GetFunctionConfiguration", "lambda:ListTags",
+                        "lambda:GetFunctionUrlConfig")
     revert_permissions = ("lambda:CreateFunction", "lambda:UpdateFunctionConfiguration", "lambda:TagResource",
                           "lambda:UntagResource", "iam:PassRole")
     spec = CompareSpec(sets={"/Layers": str, "/Architectures": str},
                        closed=("/Tags", "/Environment/Variables"), secret=("/Environment",))
+    # FunctionUrl is driftd's name: the function URL's AuthType, or None without a URL.
+    baseline_properties = ("Role", "Layers", "FunctionUrl")
+    restorable = frozenset({"Role", "Layers"})
+
+    async def restore(self, ctx: Ctx, decl: AwsDeclaration, live: Live, prop: str, value: Any) -> None:
+        if prop not in self.restorable:
+            await super().restore(ctx, decl, live, prop, value)
+            return
+        await ctx.call("lambda", "update_function_configuration", FunctionName=self.physical_id(decl),
+                       **{prop: list(value or []) if prop == "Layers" else value})
 
     async def _list(self, ctx: Ctx) -> list[dict[str, Any]]:
         async def fetch() -> list[dict[str, Any]]:
@@ -92,7 +103,7 @@ class Function(Adapter):
             raise
 
     async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
-        props = self.declared(decls)
+        props = self.declared(decls, ctx)
         names = {self.physical_id(d) for d in decls}
         if ctx.unmanaged or len(names) > LIST_THRESHOLD:
             by_name = {f["FunctionName"]: f for f in await self._list(ctx)}
@@ -107,6 +118,14 @@ class Function(Adapter):
             live = await one(n)
             if live is not None and "Tags" in props:
                 live["Tags"] = (await ctx.call("lambda", "list_tags", Resource=live["FunctionArn"])).get("Tags") or {}
+            if live is not None and "FunctionUrl" in props:
+                try:
+                    url = await ctx.call("lambda", "get_function_url_config", FunctionName=n)
+                    live["FunctionUrl"] = {"AuthType": url.get("AuthType")}
+                except ApiError as e:
+                    if e.code != "ResourceNotFoundException":
+                        raise
+                    live["FunctionUrl"] = None
             return live
         return await per_resource(ctx, self.type_name, names, with_tags)
 

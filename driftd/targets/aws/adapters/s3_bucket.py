@@ -144,6 +144,15 @@ def _sse_to_api(rule: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _grantee(g: Mapping[str, Any], owner: str | None) -> str:
+    """An ACL grantee as a short stable name: the owner, a group (AllUsers = public), or the account id."""
+    if g.get("URI"):
+        return "group/" + str(g["URI"]).rsplit("/", 1)[-1]
+    if g.get("ID") and g.get("ID") == owner:
+        return "owner"
+    return str(g.get("ID") or g.get("EmailAddress") or g.get("Type"))
+
+
 async def list_bucket_names(ctx: Ctx) -> set[str]:
     """Buckets of this region (one call per 10,000 buckets), shared by Bucket and BucketPolicy."""
     async def fetch() -> set[str]:
@@ -171,10 +180,27 @@ class Bucket(Adapter):
     properties = frozenset({"BucketName", "VersioningConfiguration", "BucketEncryption",
                             "PublicAccessBlockConfiguration", "Tags", "LifecycleConfiguration"})
     read_permissions = ("s3:ListAllMyBuckets", "s3:GetBucketVersioning", "s3:GetEncryptionConfiguration",
-                        "s3:GetBucketPublicAccessBlock", "s3:GetBucketTagging", "s3:GetLifecycleConfiguration")
+                        "s3:GetBucketPublicAccessBlock", "s3:GetBucketTagging", "s3:GetLifecycleConfiguration",
+                        "s3:GetBucketPolicy", "s3:GetBucketAcl", "s3:GetBucketOwnershipControls")
     revert_permissions = ("s3:CreateBucket", "s3:PutBucketVersioning", "s3:PutEncryptionConfiguration",
                           "s3:PutBucketPublicAccessBlock", "s3:PutBucketTagging", "s3:PutLifecycleConfiguration")
     spec = CompareSpec(sets={"/LifecycleConfiguration/Rules": _lifecycle_id}, closed=("/Tags",))
+    # BucketPolicyPresent and AccessControl are driftd's names (no such CloudFormation property): whether a
+    # bucket policy exists, and the ACL's grants as "grantee:permission".
+    baseline_properties = ("BucketPolicyPresent", "AccessControl", "OwnershipControls",
+                           "PublicAccessBlockConfiguration")
+    restorable = frozenset({"PublicAccessBlockConfiguration"})
+
+    async def restore(self, ctx: Ctx, decl: AwsDeclaration, live: Live, prop: str, value: Any) -> None:
+        if prop != "PublicAccessBlockConfiguration":
+            await super().restore(ctx, decl, live, prop, value)
+            return
+        bucket = self.physical_id(decl)
+        if isinstance(value, Mapping) and any(value.values()):
+            await ctx.call("s3", "put_public_access_block", Bucket=bucket,
+                           PublicAccessBlockConfiguration={k: bool(value.get(k, False)) for k in PAB_KEYS})
+        else:
+            await ctx.call("s3", "delete_public_access_block", Bucket=bucket)
 
     def normalize(self, props: Mapping[str, Any]) -> dict[str, Any]:
         out = super().normalize(props)
@@ -202,6 +228,18 @@ class Bucket(Adapter):
         if "Tags" in props:
             t = await _optional(ctx, "get_bucket_tagging", bucket, ("NoSuchTagSet",))
             live["Tags"] = (t or {}).get("TagSet") or []
+        if "BucketPolicyPresent" in props:
+            live["BucketPolicyPresent"] = await _optional(ctx, "get_bucket_policy", bucket,
+                                                          ("NoSuchBucketPolicy",)) is not None
+        if "AccessControl" in props:
+            acl = await ctx.call("s3", "get_bucket_acl", Bucket=bucket)
+            owner = (acl.get("Owner") or {}).get("ID")
+            live["AccessControl"] = sorted(
+                f"{_grantee(g.get('Grantee') or {}, owner)}:{g.get('Permission')}" for g in acl.get("Grants") or [])
+        if "OwnershipControls" in props:
+            oc = await _optional(ctx, "get_bucket_ownership_controls", bucket, ("OwnershipControlsNotFoundError",))
+            rules = ((oc or {}).get("OwnershipControls") or {}).get("Rules") or []
+            live["OwnershipControls"] = {"Rules": [{"ObjectOwnership": r.get("ObjectOwnership")} for r in rules]}
         if "LifecycleConfiguration" in props:
             lc = await _optional(ctx, "get_bucket_lifecycle_configuration", bucket,
                                  ("NoSuchLifecycleConfiguration",))
@@ -211,7 +249,7 @@ class Bucket(Adapter):
 
     async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
         existing = await list_bucket_names(ctx)
-        props = self.declared(decls)
+        props = self.declared(decls, ctx)
         pids = [p for p in (self.physical_id(d) for d in decls) if p in existing]
         return await per_resource(ctx, self.type_name, pids, lambda b: self._read_one(ctx, b, props))
 
