@@ -207,7 +207,7 @@ async def _baseline(config: Config, env: EnvironmentSettings, objects: Sequence[
     sources = Sources(config)
     pool = TargetPool(config)
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(_open_store(config, write=True))
+        store = await stack.enter_async_context(_open_store(config.daemon.state_dir, write=True))
         if store is None:
             return [], f"the state store in {config.daemon.state_dir} cannot be opened: nothing can be recorded"
         stack.push_async_callback(pool.aclose)
