@@ -76,7 +76,7 @@ class Function(Adapter):
                           "lambda:UntagResource", "iam:PassRole")
     spec = CompareSpec(sets={"/Layers": str, "/Architectures": str},
                        closed=("/Tags", "/Environment/Variables"), secret=("/Environment",))
-    # FunctionUrl is driftd's name: the function URL's AuthType, or None without a URL.
+    # FunctionUrl is driftd's name: the function URL's auth type (NONE: public), or None without a URL.
     baseline_properties = ("Role", "Layers", "FunctionUrl")
     restorable = frozenset({"Role", "Layers"})
 
@@ -121,7 +121,7 @@ class Function(Adapter):
             if live is not None and "FunctionUrl" in props:
                 try:
                     url = await ctx.call("lambda", "get_function_url_config", FunctionName=n)
-                    live["FunctionUrl"] = {"AuthType": url.get("AuthType")}
+                    live["FunctionUrl"] = url.get("AuthType")  # NONE is public
                 except ApiError as e:
                     if e.code != "ResourceNotFoundException":
                         raise
