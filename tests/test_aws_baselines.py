@@ -57,10 +57,10 @@ def _drifts(report: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(d["kind"], d["name"]): d for d in report["environments"][0]["drifts"]}
 
 
-def _zip() -> bytes:
+def _zip(source: bytes = b"x = 1\n") -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("python/lib.py", "x = 1\n")
+        z.writestr("index.py", source)
     return buf.getvalue()
 
 
@@ -117,6 +117,10 @@ def test_undeclared_properties_baselined_reported_restored_retaken(sandbox: Sand
     layer = lam.publish_layer_version(LayerName=f"l-{run}", Content={"ZipFile": _zip()})["LayerVersionArn"]
     lam.update_function_configuration(FunctionName=f"handler-{run}", Layers=[layer])
     lam.create_function_url_config(FunctionName=f"handler-{run}", AuthType="NONE")
+    before = lam.get_function_configuration(FunctionName=f"handler-{run}")["CodeSha256"]
+    lam.update_function_code(FunctionName=f"handler-{run}", ZipFile=_zip(b"def handler(e, c):\n    return 'pwned'\n"))
+    after = lam.get_function_configuration(FunctionName=f"handler-{run}")["CodeSha256"]
+    assert before != after
 
     code, report = cli.json("check", "--env", "prod")
     assert code == 1
@@ -138,6 +142,7 @@ def test_undeclared_properties_baselined_reported_restored_retaken(sandbox: Sand
     fn = {x["path"]: x for x in got[("AWS::Lambda::Function", f"handler-{run}")]["changes"]}
     assert (fn["/Layers"]["expected"], fn["/Layers"]["actual"]) == ([], [layer])
     assert (fn["/FunctionUrl"]["expected"], fn["/FunctionUrl"]["actual"]) == (None, "NONE")
+    assert (fn["/CodeSha256"]["expected"], fn["/CodeSha256"]["actual"]) == (before, after)
     assert len(got) == 4
     assert fn["/Layers"]["op"] == "not_equal"
 

@@ -27,7 +27,7 @@ LIST_THRESHOLD = 10
 
 def _live(f: Mapping[str, Any]) -> Live:
     live: Live = {k: f.get(k) for k in ("FunctionName", "FunctionArn", "Runtime", "Handler", "MemorySize",
-                                        "Timeout", "Role", "Description")}
+                                        "Timeout", "Role", "Description", "CodeSha256")}
     live["Environment"] = {"Variables": dict((f.get("Environment") or {}).get("Variables") or {})}
     if f.get("TracingConfig"):
         live["TracingConfig"] = {"Mode": f["TracingConfig"].get("Mode")}
@@ -77,7 +77,9 @@ class Function(Adapter):
     spec = CompareSpec(sets={"/Layers": str, "/Architectures": str},
                        closed=("/Tags", "/Environment/Variables"), secret=("/Environment",))
     # FunctionUrl is driftd's name: the function URL's auth type (NONE: public), or None without a URL.
-    baseline_properties = ("Role", "Layers", "FunctionUrl")
+    # CodeSha256: the deployed code's hash (code is an artifact, never compared with Git): code replaced out of
+    # band is drift; a deploy through Git's pipeline re-takes it (driftd baseline).
+    baseline_properties = ("Role", "Layers", "FunctionUrl", "CodeSha256")
     restorable = frozenset({"Role", "Layers"})
 
     async def restore(self, ctx: Ctx, decl: AwsDeclaration, live: Live, prop: str, value: Any) -> None:
