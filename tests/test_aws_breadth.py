@@ -359,3 +359,28 @@ async def test_coverage_names_each_resource_not_checked_and_finds_deployed_group
     assert [(c.path, c.op) for c in d.changes] == [(f"/SecurityGroupIngress/{escape('tcp:22:0.0.0.0/0')}",
                                                     ChangeOp.ADD)], report_json(r.drifts)
     ec2.delete_security_group(GroupId=gid)
+
+
+def test_every_table_call_is_a_real_operation_and_its_iam_action_is_derived() -> None:
+    """A typo in a table would surface only when that call runs: check each against botocore's service model,
+    and that the IAM action derived from it is the operation's own name (what `driftd permissions` prints)."""
+    import botocore.session
+
+    from driftd.targets.aws.spec import SpecAdapter, camel
+
+    session = botocore.session.get_session()
+    tables = [a for a in registry.adapters().values() if isinstance(a, SpecAdapter)]
+    assert {a.type_name for a in tables} >= NEW_TYPES
+    for a in tables:
+        t = a.table
+        model = session.get_service_model(t.service)
+        ops = [*([t.list.operation] if t.list else []), *(r.operation for r in t.reads),
+               *(w.operation for w in t.writes)]
+        if t.tags is not None:
+            ops += [t.tags.set_op, t.tags.unset_op, *([t.tags.read.operation] if t.tags.read else [])]
+        if t.create is not None:
+            ops += [t.create.operation, *(w.operation for w in t.create.then)]
+        for op in ops:
+            assert camel(op) in model.operation_names, (a.type_name, op)
+            action = f"{t.iam_prefix()}:{camel(op)}"
+            assert action in a.read_permissions + a.revert_permissions, (a.type_name, action)
