@@ -124,8 +124,11 @@ podman build --quiet --layers --format docker --pull=never "${ca_args[@]}" \
   --build-arg "PYTHON_IMAGE=$BUILD_BASE" --build-arg "RUNTIME_IMAGE=$RUNTIME_BASE" \
   --build-arg "REVISION=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
   -t "$IMAGE" -f "$ROOT/Dockerfile" "$ROOT" >&2
-# Layers of earlier builds would pile up in the cache: drop unnamed ones older than a week (the
-# dependency layer of the current lock is younger, or rebuilt once).
-podman image prune --force --filter until=168h >/dev/null 2>&1 || true
+# Layers of earlier builds pile up (~150 MB per source change). Pruning also drops the layer cache
+# (the next build reinstalls the dependencies, ~2 min), so only when the store passes 4 GiB.
+if [ "$(du -sb "$CACHE/storage" 2>/dev/null | cut -f1)" -gt $((4 << 30)) ]; then
+  echo "build-image.sh: the image store passed 4 GiB: pruning unnamed images" >&2
+  podman image prune --force >/dev/null 2>&1 || true
+fi
 echo "build-image.sh: $IMAGE ready in $(( $(date +%s) - start ))s" >&2
 echo "$IMAGE"

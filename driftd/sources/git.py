@@ -348,6 +348,15 @@ class RepositoryCache:
                     repo.refs.remove_if_equals(_ref(branch), None)
                 except (OSError, ValueError) as e:
                     log.warning("git.ref_remove_failed", repository=self.name, branch=branch, error=_reason(e))
+        # Branches new to the cache (all of them on a cold fetch) in one packed-refs write: one lock and
+        # one fsync instead of one per branch (51 fsyncs were about a third of a 50-branch cold fetch).
+        new = {_ref(b): _oid(sha) for b, sha in heads.items() if b not in local}
+        if len(new) > 1:
+            try:
+                repo.refs.add_packed_refs(new)
+                local = {**local, **{b: sha for b, sha in heads.items() if b not in local}}
+            except (OSError, ValueError) as e:  # one by one below, with the clash handling
+                log.warning("git.packed_refs_failed", repository=self.name, error=_reason(e))
         for branch, sha in heads.items():
             if local.get(branch) == sha:
                 continue
