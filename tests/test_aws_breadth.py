@@ -22,7 +22,9 @@ from tests.test_aws_target import ACCOUNT_ID, account, by_kind, declarations, en
 NEW_TYPES = {"AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::RouteTable", "AWS::EC2::EIP", "AWS::EC2::LaunchTemplate",
              "AWS::IAM::InstanceProfile", "AWS::IAM::ManagedPolicy", "AWS::IAM::Policy", "AWS::IAM::RolePolicy",
              "AWS::CloudWatch::Alarm", "AWS::Logs::LogGroup", "AWS::SNS::Topic", "AWS::SQS::Queue", "AWS::KMS::Key",
-             "AWS::KMS::Alias", "AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::SecretsManager::Secret"}
+             "AWS::KMS::Alias", "AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::SecretsManager::Secret",
+             "AWS::ElasticLoadBalancingV2::Listener"}
+LISTENER = "AWS::ElasticLoadBalancingV2::Listener"
 
 TEMPLATE = """
 Parameters:
@@ -199,12 +201,12 @@ async def test_new_types_sync_drift_revert(aws_env: Sandbox, target: AwsTarget) 
             .replace("CidrBlock: 10.42.1.0/24", "CidrBlock: 10.43.1.0/24"))
     desired = declarations(text, {"Run": run, "Secret": secret})
     env = environment(run, unmanaged=False)
-    assert NEW_TYPES <= {d.type for d in desired.aws}
+    assert NEW_TYPES - {LISTENER} <= {d.type for d in desired.aws}  # the listener has a test of its own
 
     first = await target.check(env, desired, inventory=frozenset())
     assert first.errors == (), first.errors
     missing = {d.key.kind for d in first.drifts if d.drift is DriftKind.MISSING}
-    assert missing == NEW_TYPES - {"AWS::EC2::Subnet"} | {"AWS::IAM::Role"}, report_json(first.drifts)
+    assert missing == NEW_TYPES - {"AWS::EC2::Subnet", LISTENER} | {"AWS::IAM::Role"}, report_json(first.drifts)
     done = await target.revert(env, desired, first.drifts)
     failed = [(d.key.kind, d.reason) for d in done if d.action is not Action.REVERTED]
     assert failed == [], failed
@@ -384,3 +386,53 @@ def test_every_table_call_is_a_real_operation_and_its_iam_action_is_derived() ->
             assert camel(op) in model.operation_names, (a.type_name, op)
             action = f"{t.iam_prefix()}:{camel(op)}"
             assert action in a.read_permissions + a.revert_permissions, (a.type_name, action)
+
+
+LISTENER_TEMPLATE = """
+Resources:
+  Http:
+    Type: AWS::ElasticLoadBalancingV2::Listener
+    Properties:
+      LoadBalancerArn: LB_ARN
+      Port: 443
+      Protocol: HTTPS
+      SslPolicy: ELBSecurityPolicy-TLS13-1-2-2021-06
+      Certificates: [{CertificateArn: CERT_ARN}]
+      DefaultActions: [{Type: forward, TargetGroupArn: TG_ARN}]
+"""
+
+
+@pytest.mark.anyio
+async def test_listener_found_by_its_logical_id_tags_and_reverted(aws_env: Sandbox, target: AwsTarget) -> None:
+    sb = aws_env
+    run = "l" + uuid.uuid4().hex[:8]
+    ec2, elb = sb.boto3_client("ec2"), sb.boto3_client("elbv2")
+    vpc = ec2.create_vpc(CidrBlock="10.61.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.61.{i}.0/24", AvailabilityZone=f"us-east-1{z}")[
+        "Subnet"]["SubnetId"] for i, z in ((1, "a"), (2, "b"))]
+    lb = elb.create_load_balancer(Name=f"lb-{run}", Subnets=subnets)["LoadBalancers"][0]["LoadBalancerArn"]
+    tg = elb.create_target_group(Name=f"tg-{run}", Protocol="HTTP", Port=80, VpcId=vpc)["TargetGroups"][0][
+        "TargetGroupArn"]
+    cert = sb.boto3_client("acm").request_certificate(DomainName=f"{run}.example.com")["CertificateArn"]
+    text = LISTENER_TEMPLATE.replace("LB_ARN", lb).replace("TG_ARN", tg).replace("CERT_ARN", cert)
+    desired = declarations(text, {})
+    env = environment(run, unmanaged=False)
+
+    first = await target.check(env, desired, inventory=frozenset())
+    assert [(d.key.name, d.drift) for d in first.drifts] == [("Http", DriftKind.MISSING)]
+    done = await target.revert(env, desired, first.drifts)
+    assert [d.action for d in done] == [Action.REVERTED], done
+    clean = await target.check(env, desired, inventory=frozenset())
+    assert clean.drifts == (), report_json(clean.drifts)
+
+    # An operator downgrades it to plain HTTP on port 80.
+    (listener,) = elb.describe_listeners(LoadBalancerArn=lb)["Listeners"]
+    elb.modify_listener(ListenerArn=listener["ListenerArn"], Port=80, Protocol="HTTP")
+    r = await target.check(env, desired, inventory=frozenset())
+    (d,) = r.drifts
+    assert {c.path: (c.expected, c.actual) for c in d.changes if c.path in ("/Port", "/Protocol")} == {
+        "/Port": (443, 80), "/Protocol": ("HTTPS", "HTTP")}, report_json(r.drifts)
+    done = await target.revert(env, desired, r.drifts)
+    assert [x.action for x in done] == [Action.REVERTED], done
+    after = await target.check(env, desired, inventory=frozenset())
+    assert after.drifts == (), report_json(after.drifts)

@@ -48,7 +48,8 @@ CREATE_ORDER = ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::RouteTable", "AW
                 "AWS::S3::BucketPolicy", "AWS::SSM::Parameter", "AWS::SecretsManager::Secret", "AWS::Logs::LogGroup",
                 "AWS::SNS::Topic", "AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::ECR::Repository",
                 "AWS::Lambda::Function", "AWS::EC2::LaunchTemplate", "AWS::AutoScaling::AutoScalingGroup",
-                "AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::CloudWatch::Alarm", "AWS::Route53::RecordSet")
+                "AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::ElasticLoadBalancingV2::Listener",
+                "AWS::CloudWatch::Alarm", "AWS::Route53::RecordSet")
 NEVER_DELETE = "driftd never deletes AWS resources: delete it by hand, or declare it in Git"
 
 

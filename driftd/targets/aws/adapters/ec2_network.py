@@ -1,5 +1,5 @@
 """Tables: AWS::EC2::VPC, Subnet, RouteTable, EIP (no names: found by CloudFormation's or driftd's logical-id
-tags), AWS::EC2::LaunchTemplate, AWS::ElasticLoadBalancingV2::TargetGroup."""
+tags), AWS::EC2::LaunchTemplate, AWS::ElasticLoadBalancingV2::TargetGroup and Listener."""
 
 from __future__ import annotations
 
@@ -207,3 +207,70 @@ class TargetGroup(SpecAdapter):
         create=Create("create_target_group", lambda name, p, tags: {
             "Name": name, **{k: _tg_value(k, p[k]) for k in _TG if k in p}, **({"Tags": kv(tags)} if tags else {})}),
     )
+
+
+_LISTENER = ("Port", "Protocol", "SslPolicy", "Certificates", "DefaultActions", "AlpnPolicy", "LoadBalancerArn")
+
+
+async def _listener_tags(ctx: Ctx, items: list[Any]) -> dict[int, dict[str, str]]:
+    pos = {str(it["ListenerArn"]): n for n, it in enumerate(items)}
+    out: dict[int, dict[str, str]] = {}
+    for part in chunks(list(pos), 20):
+        r = await ctx.call("elbv2", "describe_tags", ResourceArns=list(part))
+        for d in r.get("TagDescriptions") or []:
+            out[pos[d["ResourceArn"]]] = {t["Key"]: t.get("Value", "") for t in d.get("Tags") or []}
+    return out
+
+
+def _actions(v: Any) -> Any:
+    """Default actions as declared or read: the fields that decide where traffic goes, in order."""
+    if not isinstance(v, list):
+        return v
+    keep = ("Type", "TargetGroupArn", "Order", "RedirectConfig", "FixedResponseConfig")
+    return [{k: a[k] for k in keep if isinstance(a, Mapping) and a.get(k) is not None} for a in v]
+
+
+def _listener_params(live: Live, p: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"ListenerArn": live["ListenerArn"]}
+    for k in ("Port", "Protocol", "SslPolicy", "Certificates", "DefaultActions", "AlpnPolicy"):
+        if k in p:
+            out[k] = int(p[k]) if k == "Port" else p[k]
+    return out
+
+
+@register
+class Listener(SpecAdapter):
+    """An ELBv2 listener: no name; found by its logical-id tags (CloudFormation's or driftd's) or an ARN hint.
+    Reads every load balancer's listeners (one DescribeListeners per load balancer) and their tags (20 a call)."""
+
+    table = TypeSpec(
+        type_name="AWS::ElasticLoadBalancingV2::Listener", service="elbv2", identity="tags",
+        list=ListCall("describe_load_balancers", "LoadBalancers", ("Marker", "NextMarker"), {"PageSize": 400}),
+        item_id=lambda i: str(i["ListenerArn"]), ids=lambda i: {"ListenerArn": i["ListenerArn"]},
+        reads=(Read("describe_listeners", lambda i: {}),),
+        props={k: Prop(k, normalize=_actions if k == "DefaultActions" else None) for k in _LISTENER},
+        compare=CompareSpec(sets={"/Certificates": lambda c: str(c.get("CertificateArn"))}, closed=("/Tags",)),
+        tags=Tags(read=Read("describe_tags", lambda i: {}), batch_read=_listener_tags,
+                  set_op="add_tags", set_params=lambda live, t: {"ResourceArns": [live["ListenerArn"]],
+                                                                 "Tags": kv(t)},
+                  unset_op="remove_tags",
+                  unset_params=lambda live, k: {"ResourceArns": [live["ListenerArn"]], "TagKeys": k}),
+        writes=(Write("modify_listener", frozenset(_LISTENER) - {"LoadBalancerArn"}, _listener_params),),
+        immutable=frozenset({"LoadBalancerArn"}),
+        create=Create("create_listener", lambda name, p, tags: {
+            "LoadBalancerArn": p["LoadBalancerArn"],
+            **{k: (int(p[k]) if k == "Port" else p[k]) for k in _LISTENER if k in p and k != "LoadBalancerArn"},
+            **({"Tags": kv(tags)} if tags else {})}),
+    )
+
+    async def items(self, ctx: Ctx) -> list[dict[str, Any]]:
+        """Listeners of every load balancer in the region, once per pass."""
+        async def fetch() -> list[dict[str, Any]]:
+            lbs = await super(Listener, self).items(ctx)
+            out: list[dict[str, Any]] = []
+            for lb in lbs:
+                out += await ctx.paginate("elbv2", "describe_listeners", "Listeners", cursor=("Marker", "NextMarker"),
+                                          LoadBalancerArn=lb["LoadBalancerArn"])
+            return out
+        result: list[dict[str, Any]] = await ctx.once("elbv2:listeners", fetch)
+        return result
