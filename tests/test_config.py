@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tomli as tomllib
 
 from driftd.cli import main
 from driftd.config import load_config, parse_duration
@@ -66,7 +67,7 @@ MALFORMED = [
     ("unknown-cluster", BASE + ENV.replace('cluster = "c"', 'cluster = "d"'), "environments[0].kubernetes.cluster",
      "no [[clusters]] named 'd'"),
     ("token-in-url", BASE.replace("https://git.example.com", "https://bot:s3cr3t@git.example.com") + ENV,
-     "repositories[0].url", "the URL carries a password or token"),
+     "repositories[0].url", "the URL carries credentials"),
     ("wrong-type", BASE + ENV.replace('branch = "prod"', 'branch = "prod"\ndry_run = "yes"'),
      "environments[0].dry_run", "expected true or false, found a string 'yes'"),
 ]
@@ -136,7 +137,7 @@ def test_a_token_in_a_repository_url_is_refused_without_echoing_it(tmp_path, cap
     cfg.write_text(BASE.replace("https://git.example.com", "ftp://bot:s3cr3t@git.example.com") + ENV)
     assert main(["validate", "--config-only", "-c", str(cfg)]) == 2
     out = capsys.readouterr()
-    assert "the URL carries a password or token" in out.err
+    assert "the URL carries credentials" in out.err
     assert "s3cr3t" not in out.err + out.out
 
 
@@ -163,3 +164,48 @@ def test_keys_and_defaults_come_from_the_settings_dataclasses(tmp_path: Path) ->
         load_config(p)
     assert "environments[0].mode" in str(e.value)
     assert "expected one of observe, alert, enforce" in str(e.value)
+
+
+# --- issue 14 §4: no credentials in any URL key ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("where", "toml"), [
+    ("repositories[0].url", '[[repositories]]\nname = "r"\nurl = "https://TOKEN123@git.example.com/envs.git"\n'),
+    ("repositories[0].url", '[[repositories]]\nname = "r"\nurl = "ssh://git:TOKEN123@git.example.com/envs.git"\n'),
+    ("alertmanager.urls[1]", '[alertmanager]\nurls = ["http://am:9093", "https://admin:TOKEN123@am:9093"]\n'),
+    ("alertmanager.external_url", '[alertmanager]\nexternal_url = "https://TOKEN123@driftd.example.com"\n'),
+    ("aws_accounts[0].endpoint_url",
+     '[[aws_accounts]]\nname = "a"\nregion = "eu-west-1"\nendpoint_url = "https://k:TOKEN123@aws.local"\n'),
+])
+def test_userinfo_refused_in_every_url_key(tmp_path: Path, where: str, toml: str) -> None:
+    from driftd.config import parse_config
+
+    with pytest.raises(ConfigErrors) as ei:
+        parse_config(tomllib.loads(toml), tmp_path / "driftd.toml")
+    text = str(ei.value)
+    assert where in text
+    assert "carries credentials" in text
+    assert "TOKEN123" not in text, "the error must not repeat the credential"
+
+
+def test_ssh_user_without_password_is_fine(tmp_path: Path) -> None:
+    from driftd.config import parse_config
+
+    cfg = parse_config(tomllib.loads('[[repositories]]\nname = "r"\nurl = "ssh://git@git.example.com/envs.git"\n'),
+                       tmp_path / "driftd.toml")
+    assert cfg.repositories["r"].url == "ssh://git@git.example.com/envs.git"
+
+
+def test_alertmanager_credentials_are_files(tmp_path: Path) -> None:
+    from driftd.config import parse_config
+
+    pw = tmp_path / "pw"
+    pw.write_text("x")
+    ok = parse_config(tomllib.loads(f'[alertmanager]\nurls = ["http://am:9093"]\nusername = "driftd"\n'
+                                    f'password_file = "{pw}"\n'), tmp_path / "d.toml")
+    assert (ok.alertmanager.username, ok.alertmanager.password_file) == ("driftd", pw)
+    with pytest.raises(ConfigErrors, match="needs both username and password_file"):
+        parse_config(tomllib.loads('[alertmanager]\nusername = "driftd"\n'), tmp_path / "d.toml")
+    with pytest.raises(ConfigErrors, match="either bearer_token_file or username"):
+        parse_config(tomllib.loads(f'[alertmanager]\nusername = "u"\npassword_file = "{pw}"\n'
+                                   f'bearer_token_file = "{pw}"\n'), tmp_path / "d.toml")

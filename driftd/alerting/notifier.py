@@ -42,7 +42,7 @@ from .alerts import (
     image_alert,
     pause_alert,
 )
-from .client import AlertmanagerClient, AlertmanagerError
+from .client import AlertmanagerAuth, AlertmanagerClient, AlertmanagerError
 from .outbox import Outbox, Pending
 
 log = get_logger("driftd.alerting")
@@ -50,6 +50,10 @@ log = get_logger("driftd.alerting")
 OUTBOX_FILE = "alerts.db"
 HANDOVER_ANNOTATION = "driftd.io/alerts"  # on an environment's Lease: its open alerts, for the next holder
 TICK = 1.0
+
+
+def _auth(settings: AlertmanagerSettings) -> AlertmanagerAuth:
+    return AlertmanagerAuth(settings.username, settings.password_file, settings.bearer_token_file)
 
 
 def default_base_url(daemon: DaemonSettings) -> str:
@@ -71,7 +75,7 @@ class AlertNotifier:
         self.settings = settings
         self.base_url = settings.external_url or default_base_url(daemon)
         self._clock = clock
-        self._client = client or AlertmanagerClient(settings.timeout)
+        self._client = client or AlertmanagerClient(settings.timeout, _auth(settings))
         self._own_client = client is None
         self._outbox_path = outbox_path or daemon.state_dir / OUTBOX_FILE
         self._outbox: Outbox | None = None
@@ -228,8 +232,8 @@ class AlertNotifier:
         old = self.settings
         self.settings = settings
         self.base_url = settings.external_url or default_base_url(daemon)
-        if settings.timeout != old.timeout and self._own_client:
-            client, self._client = self._client, AlertmanagerClient(settings.timeout)
+        if (settings.timeout != old.timeout or _auth(settings) != _auth(old)) and self._own_client:
+            client, self._client = self._client, AlertmanagerClient(settings.timeout, _auth(settings))
             await client.aclose()
         if self._outbox is None and settings.urls:
             self._outbox = Outbox(self._outbox_path, settings.urls)

@@ -379,17 +379,41 @@ class _Reader:
         k = "alertmanager"
         t = self.table(raw, k, toml_keys(AlertmanagerSettings))
         d = defaults(AlertmanagerSettings)
-        urls = self.strings(t, k, "urls")
+        urls = tuple(self.no_userinfo(f"{k}.urls[{i}]", u) for i, u in enumerate(self.strings(t, k, "urls")))
         for i, u in enumerate(urls):
             if not re.match(r"^https?://[^/\s]+", u):
                 self.err(f"{k}.urls[{i}]", f"expected an http:// or https:// URL, found {u!r}")
+        username = self.s(t, k, "username", None)
+        password_file = self.path(t, k, "password_file", secret=True)
+        bearer_token_file = self.path(t, k, "bearer_token_file", secret=True)
+        if (username is None) != (password_file is None):
+            self.err(f"{k}.username" if username is None else f"{k}.password_file",
+                     "basic authentication needs both username and password_file")
+        if bearer_token_file is not None and (username is not None or password_file is not None):
+            self.err(f"{k}.bearer_token_file", "use either bearer_token_file or username with password_file, not both")
         return AlertmanagerSettings(
             urls=tuple(u.rstrip("/") for u in urls),
             resend_interval=self.duration(t, k, "resend_interval", d.resend_interval),
             error_grace=self.duration(t, k, "error_grace", d.error_grace),
             timeout=self.duration(t, k, "timeout", d.timeout),
-            external_url=(self.s(t, k, "external_url", "") or "").rstrip("/"),
+            external_url=self.no_userinfo(f"{k}.external_url", self.s(t, k, "external_url", "") or "").rstrip("/"),
+            username=username,
+            password_file=password_file,
+            bearer_token_file=bearer_token_file,
         )
+
+    def no_userinfo(self, key: str, url: str, *, allow_user: bool = False) -> str:
+        """``url`` without userinfo; any (or, with ``allow_user``, a password) is an error: a credential in a
+        URL ends up in logs, alerts and error messages. The message shows the URL without it."""
+        m = re.match(r"^([a-z][a-z0-9+.-]*://)([^/@\s]*)@", url, re.I)
+        if not m:
+            return url
+        if allow_user and ":" not in m.group(2):
+            return url  # ssh://git@host: a user name, not a credential
+        bare = m.group(1) + url[m.end():]
+        self.err(key, f"the URL carries credentials ({bare} with a user or token before '@'); remove them from the "
+                 "URL and use the credential keys of this table (token_file, username, password_file, ...)")
+        return bare
 
     def cluster(self, k: str, raw: dict[str, Any]) -> ClusterSettings:
         t = self.table(raw, k, toml_keys(ClusterSettings))
@@ -415,7 +439,7 @@ class _Reader:
             region=region or "",
             profile=self.s(t, k, "profile", None),
             role_arn=role,
-            endpoint_url=self.s(t, k, "endpoint_url", None),
+            endpoint_url=self.no_userinfo(f"{k}.endpoint_url", self.s(t, k, "endpoint_url", "") or "") or None,
             web_identity_token_file=self.path(t, k, "web_identity_token_file"),
             concurrency=self.positive_int(t, k, "concurrency", d.concurrency),
             cloudtrail=bool(self.get(t, k, "cloudtrail", bool, d.cloudtrail, "true or false")),
@@ -424,12 +448,8 @@ class _Reader:
     def repository(self, k: str, raw: dict[str, Any]) -> RepositorySettings:
         t = self.table(raw, k, toml_keys(RepositorySettings))
         d = defaults(RepositorySettings)
-        url = self.s(t, k, "url") or ""
-        if re.match(r"^[a-z+]+://[^/@\s]*:[^/@\s]*@", url):
-            # A secret in the URL would end up in logs and error messages; it belongs in a file.
-            self.err(f"{k}.url", "the URL carries a password or token; remove it from the URL and put the token "
-                     "in token_file (and the user in username)")
-            url = re.sub(r"://[^/@\s]*@", "://", url)
+        url = self.no_userinfo(f"{k}.url", self.s(t, k, "url") or "", allow_user=(self.s(t, k, "url") or "")
+                               .startswith("ssh://"))
         if url and not (re.match(r"^(https?|git|ssh|file)://", url) or url.startswith(("/", "./", "../", "~"))
                         or re.match(r"^[\w.-]+@[\w.-]+:", url)):
             self.err(f"{k}.url", f"expected an http(s)://, git://, ssh://, file:// URL or a local path, found {url!r}")

@@ -51,6 +51,9 @@ class AlertmanagerSettings:
     error_grace: float = 120.0  # an environment must be in error this long before DriftdEnvironmentError fires
     timeout: float = 10.0
     external_url: str = ""  # base of generatorURL; defaults to http://<daemon.listen>
+    username: str | None = None  # basic auth to Alertmanager, with password_file
+    password_file: Path | None = None
+    bearer_token_file: Path | None = None  # or a bearer token (Authorization: Bearer)
 
 
 @dataclass(frozen=True)

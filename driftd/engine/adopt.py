@@ -143,7 +143,7 @@ async def _adopt(config: Config, env: EnvironmentSettings, spec: str, paths: Seq
         directory = file.rpartition("/")[0]
         res = await commit_and_push(repo.url, env.branch, cache_dir=config.daemon.state_dir / "writeback",
                                     paths=[directory], edit=edit, message=message, author=env.write_back.author,
-                                    auth=auth, push_branch=branch)
+                                    auth=auth, push_branch=branch, repository=repo)
         if problems:
             skipped.extend(problems)
         if res.revision is None:

@@ -282,7 +282,8 @@ class ImagePoller:
         try:
             with journal.use(jr, env=env.name, revision=None, actor=env.write_back.author):
                 res = await commit_and_push(repo.url, env.branch, cache_dir=self.cache_dir, paths=paths, edit=edit,
-                                            message=message, author=env.write_back.author, auth=auth, push=push)
+                                            message=message, author=env.write_back.author, auth=auth, push=push,
+                                            repository=repo)
         except DriftdError as e:
             log.warning("images.write_back_failed", environment=env.name, policies=names, error=str(e))
             return [ImageFinding(env.name, p.name, p.image.name, FindingKind.WRITE_BACK_FAILED, latest=t, at=now,

@@ -297,12 +297,7 @@ class RepositoryCache:
                 raise SourceError(refused, subject=self.subject, retryable=False) from e
             raise SourceError(f"cannot fetch: {_reason(e)}", subject=self.subject) from e
         finally:
-            vendor = getattr(client, "ssh_vendor", None)
-            if isinstance(vendor, _ClosingSSHVendor):
-                vendor.close_all()
-            close = getattr(client, "close", None)
-            if close is not None:
-                close()
+            close_transport(client)
         missing = [b for b, sha in heads.items() if _oid(sha) not in repo.object_store]
         if missing:
             raise SourceError(f"fetch incomplete: no commit for branch(es) {', '.join(sorted(missing))}",
@@ -372,37 +367,7 @@ class RepositoryCache:
                     log.warning("git.ref_write_failed", repository=self.name, branch=branch, error=_reason(e))
 
     def _client(self) -> tuple[GitClient, str]:
-        s = self.settings
-        url = s.url
-        timeout = s.timeout
-        try:
-            if url.startswith(("http://", "https://")):
-                password = _read_secret(s.token_file) if s.token_file else None
-                username = (s.username or "x-access-token") if password is not None else s.username
-                parts = urlsplit(url)
-                base = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
-                return _ClosingHttpGitClient(base, username=username, password=password, timeout=timeout), parts.path
-            if url.startswith("git://"):
-                parts = urlsplit(url)
-                tcp = _TimeoutTCPGitClient(parts.hostname or "localhost", port=parts.port)
-                tcp.read_timeout = timeout
-                return tcp, parts.path
-            if url.startswith("ssh://") or re.match(r"^[\w.-]+@[\w.-]+:", url):
-                ssh = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}",
-                       "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=2"]
-                if s.known_hosts_file:
-                    ssh += ["-o", f"UserKnownHostsFile={s.known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
-                if s.ssh_key_file:
-                    ssh += ["-o", "IdentitiesOnly=yes"]
-                client, path = get_transport_and_path(
-                    url, key_filename=str(s.ssh_key_file) if s.ssh_key_file else None, ssh_command=shlex.join(ssh))
-                if isinstance(client, SSHGitClient):
-                    client.ssh_vendor = _ClosingSSHVendor.install(client)
-                return client, path
-            local = url.removeprefix("file://")
-            return get_transport_and_path(local)
-        except (ValueError, OSError) as e:
-            raise SourceError(f"cannot use this URL: {_reason(e)}", subject=self.subject, retryable=False) from e
+        return transport(self.settings, self.subject)
 
     # --- revisions -------------------------------------------------------------------------------
 
@@ -603,6 +568,51 @@ class _TimeoutTCPGitClient(TCPGitClient):
                 proto.close()
         self._opened = []
         super().close()
+
+
+def transport(s: RepositorySettings, subject: str) -> tuple[GitClient, str]:
+    """A dulwich client for the repository with its timeout, credentials and ssh options (BatchMode: never
+    prompts; known_hosts_file with strict checking). Fetches and write-back pushes both use it."""
+    url = s.url
+    timeout = s.timeout
+    try:
+        if url.startswith(("http://", "https://")):
+            password = _read_secret(s.token_file) if s.token_file else None
+            username = (s.username or "x-access-token") if password is not None else s.username
+            parts = urlsplit(url)
+            base = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
+            return _ClosingHttpGitClient(base, username=username, password=password, timeout=timeout), parts.path
+        if url.startswith("git://"):
+            parts = urlsplit(url)
+            tcp = _TimeoutTCPGitClient(parts.hostname or "localhost", port=parts.port)
+            tcp.read_timeout = timeout
+            return tcp, parts.path
+        if url.startswith("ssh://") or re.match(r"^[\w.-]+@[\w.-]+:", url):
+            ssh = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}",
+                   "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=2"]
+            if s.known_hosts_file:
+                ssh += ["-o", f"UserKnownHostsFile={s.known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
+            if s.ssh_key_file:
+                ssh += ["-o", "IdentitiesOnly=yes"]
+            client, path = get_transport_and_path(
+                url, key_filename=str(s.ssh_key_file) if s.ssh_key_file else None, ssh_command=shlex.join(ssh))
+            if isinstance(client, SSHGitClient):
+                client.ssh_vendor = _ClosingSSHVendor.install(client)
+            return client, path
+        local = url.removeprefix("file://")
+        return get_transport_and_path(local)
+    except (ValueError, OSError) as e:
+        raise SourceError(f"cannot use this URL: {_reason(e)}", subject=subject, retryable=False) from e
+
+
+def close_transport(client: Any) -> None:
+    """Close what :func:`transport` opened: ssh processes and pipes, http pools."""
+    vendor = getattr(client, "ssh_vendor", None)
+    if isinstance(vendor, _ClosingSSHVendor):
+        vendor.close_all()
+    close = getattr(client, "close", None)
+    if close is not None:
+        close()
 
 
 class _ClosingHttpGitClient(HttpGitClient):

@@ -17,6 +17,7 @@ takes it from there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import threading
@@ -33,9 +34,11 @@ from dulwich.object_store import commit_tree_changes
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
 
+from ..config import RepositorySettings
 from ..errors import SourceError
 from ..journal import journaled
 from ..log import get_logger
+from .git import close_transport, redact_url, transport
 from .git_lock import cache_lock
 
 log = get_logger(__name__)
@@ -114,13 +117,44 @@ def _walk(repo: Repo, tree_id: bytes, prefix: str) -> list[tuple[str, int, bytes
 
 def commit_and_push_sync(url: str, branch: str, *, cache_dir: Path, paths: Sequence[str], edit: EditFn,
                          message: MessageFn, author: str, auth: PushAuth | None = None,
-                         max_attempts: int = 5, push: bool = True, push_branch: str | None = None) -> WriteBackResult:
-    """Blocking; run it in a worker thread (see :func:`commit_and_push`)."""
-    subject = f"{url}#{branch}"
+                         max_attempts: int = 5, push: bool = True, push_branch: str | None = None,
+                         repository: RepositorySettings | None = None) -> WriteBackResult:
+    """Blocking; run it in a worker thread (see :func:`commit_and_push`).
+
+    With ``repository``, the push goes through the same client as fetches (:func:`git.transport`): the
+    repository's timeout, its token, and ssh with BatchMode (never a prompt) and its known_hosts_file."""
+    shown = redact_url(url)
+    subject = f"{shown}#{branch}"
     ref: Any = f"refs/heads/{branch}".encode()  # dulwich types refs as a NewType of bytes
     auth = auth or PushAuth()
-    client, path = get_transport_and_path(url, username=auth.username, password=auth.password,
-                                          key_filename=auth.key_filename)
+    if repository is not None:
+        client, path = transport(repository, subject)
+    else:
+        client, path = get_transport_and_path(url, username=auth.username, password=auth.password,
+                                              key_filename=auth.key_filename)
+    try:
+        return _locked(client, path, url, shown, branch, ref, subject, cache_dir, paths, edit, message, author,
+                       max_attempts, push, push_branch)
+    except SourceError as e:
+        # dulwich's errors may quote the URL it was given, credentials included
+        secrets = [auth.password or ""]
+        if repository is not None and repository.token_file is not None:
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                secrets.append(repository.token_file.read_text().strip())
+        text = re.sub(r"://[^/@\s]+@", "://", e.message.replace(url, shown))
+        for secret in filter(None, secrets):
+            text = text.replace(secret, "(redacted)")
+        if text != e.message:
+            raise SourceError(text, subject=e.subject, retryable=e.retryable) from None
+        raise
+    finally:
+        with contextlib.suppress(Exception):  # the ssh subprocess and http pools: not left to garbage collection
+            close_transport(client)
+
+
+def _locked(client: Any, path: str, url: str, shown: str, branch: str, ref: Any, subject: str, cache_dir: Path,
+            paths: Sequence[str], edit: EditFn, message: MessageFn, author: str, max_attempts: int, push: bool,
+            push_branch: str | None) -> WriteBackResult:
     local = _cache_path(cache_dir, url)
     # Environments sharing a repository share the clone: one writer at a time, in this process (threads)
     # and across processes (the cache's lock file).
@@ -129,7 +163,7 @@ def commit_and_push_sync(url: str, branch: str, *, cache_dir: Path, paths: Seque
             Repo.init_bare(str(local)).close()
         repo = Repo(str(local))
         try:
-            return _attempts(client, path, repo, url, branch, ref, subject, paths, edit, message, author,
+            return _attempts(client, path, repo, shown, branch, ref, subject, paths, edit, message, author,
                              max_attempts, push, push_branch)
         finally:
             repo.close()
@@ -211,7 +245,7 @@ def _push(client: Any, path: str, repo: Repo, ref: bytes, expected: bytes | None
         # receive-pack refuses an update whose old value no longer matches ("failed to lock", "stale info").
         if "lock" in str(e) or "stale" in str(e) or "non-fast-forward" in str(e):
             raise _BranchMoved(str(e)) from e
-        raise SourceError(f"push failed: {e}", subject=path) from e
+        raise SourceError(f"push failed: {e}", subject=redact_url(path)) from e
     status = (getattr(result, "ref_status", None) or {}).get(ref)
     if status:  # an error message for this ref
         raise _BranchMoved(status if isinstance(status, str) else str(status))
@@ -219,13 +253,14 @@ def _push(client: Any, path: str, repo: Repo, ref: bytes, expected: bytes | None
 
 async def commit_and_push(url: str, branch: str, *, cache_dir: Path, paths: Sequence[str], edit: EditFn,
                           message: MessageFn, author: str, auth: PushAuth | None = None,
-                          max_attempts: int = 5, push: bool = True, push_branch: str | None = None) -> WriteBackResult:
+                          max_attempts: int = 5, push: bool = True, push_branch: str | None = None,
+                          repository: RepositorySettings | None = None) -> WriteBackResult:
     """Edit, commit and push in a worker thread; see the module docstring. A push is journaled
     (driftd.journal): intent before, outcome after (the thread is never abandoned, so it is exact)."""
     def run() -> WriteBackResult:
         return commit_and_push_sync(url, branch, cache_dir=cache_dir, paths=paths, edit=edit, message=message,
                                     author=author, auth=auth, max_attempts=max_attempts, push=push,
-                                    push_branch=push_branch)
+                                    push_branch=push_branch, repository=repository)
     if not push:
         return await anyio.to_thread.run_sync(run)
     target = push_branch or branch
@@ -237,4 +272,4 @@ async def commit_and_push(url: str, branch: str, *, cache_dir: Path, paths: Sequ
 
 def _shown(url: str) -> str:
     """The URL without userinfo: a token never reaches the audit trail."""
-    return re.sub(r"://[^/@\s]+@", "://", url)
+    return redact_url(url)
