@@ -485,6 +485,7 @@ class DesiredStateLoader:
                     problems.append(e)  # not cached: whether a file fits depends on the rest of its tree
                     break
                 except DesiredStateError as e:
+                    e.__traceback__ = None  # cached: the traceback would keep the parser and nodes alive
                     cached = Parsed(error=e, size=len(raw))
                 self.parse_count += 1
                 self._blobs.put(("cfn", f.blob), cached, 1 + cached.nodes)

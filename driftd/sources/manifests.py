@@ -74,6 +74,8 @@ def parse_file(data: bytes, file: str, limits: Limits = DEFAULT_LIMITS, budget: 
     try:
         return Parsed(tuple(load_documents(data, file, limits=limits, budget=budget)), size=len(data))
     except DesiredStateError as e:
+        # cached with the blob: its traceback would keep the parser and the node graph alive
+        e.__traceback__ = None
         return Parsed(error=e, size=len(data))
 
 
