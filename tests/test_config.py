@@ -209,3 +209,56 @@ def test_alertmanager_credentials_are_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigErrors, match="either bearer_token_file or username"):
         parse_config(tomllib.loads(f'[alertmanager]\nusername = "u"\npassword_file = "{pw}"\n'
                                    f'bearer_token_file = "{pw}"\n'), tmp_path / "d.toml")
+
+
+# --- issue 14 §7: bounds -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "-inf", '"0s"', '"0m"', "0.0"])
+@pytest.mark.parametrize(("table", "key"), [
+    ("alertmanager", "resend_interval"), ("alertmanager", "timeout"), ("daemon", "shutdown_timeout"),
+    ("daemon", "retention"),
+])
+def test_durations_that_must_be_positive_refuse_zero_negative_nan_inf(tmp_path: Path, table: str, key: str,
+                                                                     value: str) -> None:
+    from driftd.config import parse_config
+
+    with pytest.raises(ConfigErrors) as ei:
+        parse_config(tomllib.loads(f"[{table}]\n{key} = {value}\n"), tmp_path / "d.toml")
+    assert f"{table}.{key}" in str(ei.value)
+
+
+@pytest.mark.parametrize("value", ["0", "nan", "inf", '"0s"'])
+def test_repository_poll_interval_and_timeout_refuse_zero_nan_inf(tmp_path: Path, value: str) -> None:
+    from driftd.config import parse_config
+
+    for key in ("poll_interval", "timeout"):
+        with pytest.raises(ConfigErrors, match=rf"repositories\[0\]\.{key}"):
+            parse_config(tomllib.loads(f'[[repositories]]\nname = "r"\nurl = "https://h/r.git"\n{key} = {value}\n'),
+                         tmp_path / "d.toml")
+
+
+def test_error_grace_may_be_zero_but_not_negative_or_nan(tmp_path: Path) -> None:
+    from driftd.config import parse_config
+
+    assert parse_config(tomllib.loads("[alertmanager]\nerror_grace = 0\n"), tmp_path / "d.toml") \
+        .alertmanager.error_grace == 0
+    for bad in ("-1", "nan", "inf"):
+        with pytest.raises(ConfigErrors, match="alertmanager.error_grace"):
+            parse_config(tomllib.loads(f"[alertmanager]\nerror_grace = {bad}\n"), tmp_path / "d.toml")
+
+
+@pytest.mark.parametrize("ns", ["Prod", "a/b", "../kube-system", "x" * 64, "-a", "a_b", ""])
+def test_namespaces_are_validated(tmp_path: Path, ns: str) -> None:
+    from driftd.config import parse_config
+
+    base = ('[[clusters]]\nname = "c"\n[[repositories]]\nname = "r"\nurl = "https://h/r.git"\n'
+            '[[environments]]\nname = "e"\nrepository = "r"\nbranch = "main"\n[environments.kubernetes]\n'
+            'cluster = "c"\n')
+    for extra, where in ((f'namespace = "{ns}"\n', "environments[0].kubernetes.namespace"),
+                         (f'watch_namespaces = ["ok", "{ns}"]\n', "environments[0].kubernetes.watch_namespaces[1]")):
+        if not ns and "namespace =" in extra:
+            continue  # an empty namespace means the default one
+        with pytest.raises(ConfigErrors) as ei:
+            parse_config(tomllib.loads(base + extra), tmp_path / "d.toml")
+        assert where in str(ei.value)

@@ -9,6 +9,7 @@ from the dataclass fields (``toml_keys``, ``defaults``), so adding a setting is 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import socket
@@ -22,6 +23,7 @@ import tomli
 
 from ..errors import ConfigError, ConfigErrors
 from ..model import Mode, Severity
+from ..names import namespace_problem
 from ..semver import parse_range
 from .settings import (
     AlertmanagerSettings,
@@ -191,13 +193,18 @@ class _Reader:
             self.err(_join(key, "name"), f"expected letters, digits, '.', '_' or '-' (max 63), found {v!r}")
         return v or ""
 
-    def duration(self, t: Mapping[str, Any], key: str, name: str, default: float) -> float:
+    def duration(self, t: Mapping[str, Any], key: str, name: str, default: float, *,
+                 allow_zero: bool = False) -> float:
+        """A duration in seconds, from "1h30m" or a number. Above zero (``allow_zero``: or zero) and finite:
+        a zero interval spins, a zero resend ends alerts as they start, nan and inf compare false with
+        everything and disable the timers that use them."""
         v = t.get(name, _Missing)
         if v is _Missing:
             return default
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            if v < 0:
-                self.err(_join(key, name), f"expected a positive duration, found {v!r}")
+            if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+                above = "zero or more" if allow_zero else "above zero"
+                self.err(_join(key, name), f"expected a finite duration {above} (such as \"30s\"), found {v!r}")
                 return default
             return float(v)
         if not isinstance(v, str):
@@ -208,7 +215,7 @@ class _Reader:
         except ValueError as e:
             self.err(_join(key, name), str(e))
             return default
-        if d <= 0:
+        if d < 0 or (d == 0 and not allow_zero) or not math.isfinite(d):
             self.err(_join(key, name), f"expected a duration above zero, found {v!r}")
             return default
         return d
@@ -394,13 +401,23 @@ class _Reader:
         return AlertmanagerSettings(
             urls=tuple(u.rstrip("/") for u in urls),
             resend_interval=self.duration(t, k, "resend_interval", d.resend_interval),
-            error_grace=self.duration(t, k, "error_grace", d.error_grace),
+            error_grace=self.duration(t, k, "error_grace", d.error_grace, allow_zero=True),
             timeout=self.duration(t, k, "timeout", d.timeout),
             external_url=self.no_userinfo(f"{k}.external_url", self.s(t, k, "external_url", "") or "").rstrip("/"),
             username=username,
             password_file=password_file,
             bearer_token_file=bearer_token_file,
         )
+
+    def namespace(self, t: Mapping[str, Any], key: str, name: str, default: str) -> str:
+        return self.checked_namespace(_join(key, name), self.s(t, key, name, default) or default)
+
+    def checked_namespace(self, key: str, ns: str) -> str:
+        """A Kubernetes namespace (RFC 1123 label): it becomes part of API paths."""
+        problem = namespace_problem(ns)
+        if problem:
+            self.err(key, problem)
+        return ns
 
     def no_userinfo(self, key: str, url: str, *, allow_user: bool = False) -> str:
         """``url`` without userinfo; any (or, with ``allow_user``, a password) is an error: a credential in a
@@ -535,10 +552,11 @@ class _Reader:
         return KubernetesEnvSettings(
             cluster=cluster,
             path=self.tree_path(t, k, "path", d.path),
-            namespace=self.s(t, k, "namespace", d.namespace) or d.namespace,
+            namespace=self.namespace(t, k, "namespace", d.namespace),
             prune=bool(self.get(t, k, "prune", bool, d.prune, "true or false")),
             prune_max_fraction=self.fraction(t, k, "prune_max_fraction", d.prune_max_fraction),
-            watch_namespaces=self.strings(t, k, "watch_namespaces"),
+            watch_namespaces=tuple(self.checked_namespace(f"{k}.watch_namespaces[{i}]", ns)
+                                   for i, ns in enumerate(self.strings(t, k, "watch_namespaces"))),
             human_managers=self.strings(t, k, "human_managers", d.human_managers),
             resync_interval=self.duration(t, k, "resync_interval", d.resync_interval),
             allow_remote_bases=bool(self.get(t, k, "allow_remote_bases", bool, d.allow_remote_bases, "true or false")),
