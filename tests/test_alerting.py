@@ -386,3 +386,14 @@ async def test_reconfigure_moves_open_and_queued_alerts_to_the_new_urls(tmp_path
                        client=c)  # type: ignore[arg-type]
     assert {a.alert.name for a in n2._outbox.open_alerts(e.name)} == set(opened)  # type: ignore[union-attr]
     await n2.aclose()
+
+
+def test_an_enforce_window_does_not_change_the_alerts_identity() -> None:
+    # The object's effective mode flips with enforce windows and annotations; the alert must stay the same
+    # alert (same labels, same fingerprint, so the same startsAt), carrying the object's mode as an annotation.
+    e = env("prod", mode=Mode.ENFORCE)
+    outside = drift_alert(e, report(e, drift(mode=Mode.ALERT)), drift(mode=Mode.ALERT), "http://x")
+    inside = drift_alert(e, report(e, drift(mode=Mode.ENFORCE)), drift(mode=Mode.ENFORCE), "http://x")
+    assert outside.fingerprint == inside.fingerprint
+    assert outside.labels["mode"] == "enforce"
+    assert (outside.annotations["object_mode"], inside.annotations["object_mode"]) == ("alert", "enforce")

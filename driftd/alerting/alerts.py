@@ -106,7 +106,9 @@ def drift_alert(env: EnvironmentSettings, report: EnvironmentReport, drift: Drif
         **_object_labels(d.key),
         "drift": str(d.drift),
         "severity": str(Severity.INFO if reverted else env.severity),
-        "mode": str(drift_mode(env, d)),
+        # The configured mode, not the object's effective one: labels make the alert's identity, and an
+        # enforce window opening or closing must not end one alert and start another with a new startsAt.
+        "mode": str(env.mode),
     }
     who = changed_by(d)
     obj = _obj(d.key)
@@ -118,6 +120,7 @@ def drift_alert(env: EnvironmentSettings, report: EnvironmentReport, drift: Drif
         "changed_by": who or "unknown",
         "revision": report.revision or "",
         "action": str(d.action),
+        "object_mode": str(drift_mode(env, d)),
     }
     if d.changed_at:
         annotations["changed_at"] = d.changed_at.isoformat().replace("+00:00", "Z")
