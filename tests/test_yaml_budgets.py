@@ -54,7 +54,7 @@ def test_alias_heavy_documents_are_refused_by_the_file_budget(documents, size):
     assert len(data) == size
     (one,) = load_documents(alias_file(1, 400), "k/one.yaml")
     fit = DEFAULT_LIMITS.max_file_nodes // one.nodes  # documents that fit: 2
-    with pytest.raises(DesiredStateError, match="the file's documents expand to more than 600,000 nodes") as ei:
+    with pytest.raises(DesiredStateError, match="the file's documents expand to more than 500,000 nodes") as ei:
         load_documents(data, "k/aliases.yaml")
     e = ei.value
     assert e.file == "k/aliases.yaml"
@@ -68,7 +68,7 @@ def test_the_tree_budget_spans_files_and_names_the_file_where_it_ran_out():
     two = alias_file(2, 700)  # ~468k nodes: fits one file's budget, not two of them in one tree
     docs = load_documents(two, "k/f0.yaml", budget=budget)
     assert len(docs) == 2
-    with pytest.raises(BudgetExceeded, match="the tree expands to more than 600,000 YAML nodes") as ei:
+    with pytest.raises(BudgetExceeded, match="the tree expands to more than 500,000 YAML nodes") as ei:
         load_documents(two, "k/f1.yaml", budget=budget)
     assert (ei.value.file, ei.value.line) == ("k/f1.yaml", 2)  # its first document (after "---" on line 1)
     assert budget.nodes <= DEFAULT_LIMITS.max_tree_nodes + 100  # refused while counting: ~60 nodes composed
@@ -129,7 +129,7 @@ def heavy_cm(name: str) -> str:
 async def test_loader_refuses_a_tree_over_budget_with_a_location_and_keeps_others_loading(tmp_path):
     remote = bare(tmp_path)
     w = Work(tmp_path, str(remote))
-    # "big": two files of two heavy documents each, ~936k nodes > 600k; "small": one of the same files
+    # "big": two files of two heavy documents each, ~936k nodes > 500k; "small": one of the same files
     w.commit("big", {f"kubernetes/f{i}.yaml": heavy_cm(f"cm{i}") for i in range(2)})
     w.git("checkout", "--quiet", "-B", "small", "big")
     w.git("rm", "--quiet", "kubernetes/f1.yaml")
@@ -143,7 +143,7 @@ async def test_loader_refuses_a_tree_over_budget_with_a_location_and_keeps_other
     (p,) = [p for p in big.problems if isinstance(p, BudgetExceeded)]
     assert p.file == "kubernetes/f1.yaml"
     assert p.line is not None
-    assert "more than 600,000 YAML nodes" in (big.error or "")
+    assert "more than 500,000 YAML nodes" in (big.error or "")
     # the file that fits is cached; the refusal is not (it depends on the tree), so a smaller tree sharing
     # the file loads, and the big one is refused again, from the cache as from a fresh parse
     small = await loader.load(env("small", "small"))
@@ -151,7 +151,7 @@ async def test_loader_refuses_a_tree_over_budget_with_a_location_and_keeps_other
     assert {o.key.name for o in small.state.kubernetes} == {"cm0-a", "cm0-b"}
     again = await DesiredStateLoader({"envs": cache}).load(env("big", "big"))
     assert not again.ok
-    assert "more than 600,000 YAML nodes" in (again.error or "")
+    assert "more than 500,000 YAML nodes" in (again.error or "")
     loader._envs.clear()
     loader._trees.clear()
     before = loader.parse_count
@@ -181,7 +181,7 @@ async def test_the_parse_cache_is_bounded_by_nodes(tmp_path):
 
 
 def test_a_huge_flat_document_is_stopped_while_composing():
-    """No aliases: 600,000 one-byte scalars. Refused before its node graph is complete (memory)."""
+    """No aliases: 500,000 one-byte scalars. Refused before its node graph is complete (memory)."""
     data = ("[" + ",".join(["x"] * 600_000) + "]\n").encode()
     with pytest.raises(DesiredStateError, match="document has more than 250,000 nodes") as ei:
         load_documents(data, "k/flat.yaml")

@@ -52,16 +52,16 @@ class Limits:
     max_file_bytes: int = 4 * MiB
     max_documents: int = 1000  # per file
     max_nodes: int = 250_000  # per document, counted with aliases expanded
-    max_file_nodes: int = 600_000  # per file, all its documents, aliases expanded
+    max_file_nodes: int = 500_000  # per file, all its documents, aliases expanded
     max_depth: int = 200  # nesting of collections
     max_files: int = 50_000  # per environment path
     max_total_bytes: int = 512 * MiB  # per environment path, every file read (git.py)
     # Per tree (an environment's path, kustomize output included): what is parsed as YAML. Nodes cost
-    # ~2-3 us of CPU each on a loaded 2-core machine (libyaml composes, Python builds), so 600,000 keeps a
-    # tree under ~2 s of CPU and ~70 MB (bench/bench_yaml.py); real trees are far below (Argo CD's 1.9 MB
-    # install.yaml: 64,000 nodes; the largest CRD documents: tens of thousands). Nodes composed for a
-    # refused document count too.
-    max_tree_nodes: int = 600_000
+    # 2.5-3.6 us of CPU each on a loaded 2-core machine (libyaml composes, Python builds; deep nesting is
+    # the dearest), so 500,000 keeps any tree under ~2 s of CPU and ~60 MB (bench/bench_yaml.py); real
+    # trees are far below (Argo CD's 1.9 MB install.yaml: 64,000 nodes; the largest CRD documents: tens
+    # of thousands). Nodes composed for a refused document count too.
+    max_tree_nodes: int = 500_000
     max_tree_bytes: int = 24 * MiB
     max_tree_documents: int = 50_000
 
