@@ -44,7 +44,7 @@ def identified_by(decl: AwsDeclaration) -> str:
         return "declared composite name (role/policy ...)"
     if a.name_property and a.name_property in decl.properties:
         return "declared name"
-    if decl.type == "AWS::EC2::SecurityGroup":
+    if decl.type == "AWS::EC2::SecurityGroup" or getattr(getattr(a, "table", None), "tags", None) is not None:
         return "logical id: CloudFormation's logical-id tag, or the name driftd sync gave it"
     return "logical id used as the name (no name declared: matches what driftd sync creates, not a name " \
            "CloudFormation generated)"

@@ -436,3 +436,30 @@ async def test_listener_found_by_its_logical_id_tags_and_reverted(aws_env: Sandb
     assert [x.action for x in done] == [Action.REVERTED], done
     after = await target.check(env, desired, inventory=frozenset())
     assert after.drifts == (), report_json(after.drifts)
+
+
+@pytest.mark.anyio
+async def test_unnamed_table_resources_deployed_by_cloudformation_are_found_by_their_tags(
+        aws_env: Sandbox, target: AwsTarget) -> None:
+    """A queue declared without QueueName, deployed by CloudFormation as <stack>-<LogicalId>-<random>: found by its
+    aws:cloudformation tags, its drift reported, and not also listed as unmanaged."""
+    sb = aws_env
+    run = "q" + uuid.uuid4().hex[:8]
+    env = environment(run)
+    sqs = sb.boto3_client("sqs")
+    url = sqs.create_queue(QueueName=f"{env.name}-Jobs-{run.upper()}", Attributes={"VisibilityTimeout": "5"},
+                           tags={"driftd-test": run})["QueueUrl"]
+    sqs.tag_queue(QueueUrl=url, Tags={"aws:cloudformation:stack-name": env.name,
+                                      "aws:cloudformation:logical-id": "Jobs"})
+    desired = declarations("Resources:\n  Jobs:\n    Type: AWS::SQS::Queue\n    Properties: {VisibilityTimeout: 60}\n",
+                           {})
+    r = await target.check(env, desired, inventory=frozenset())
+    assert r.errors == ()
+    (d,) = r.drifts
+    assert (d.key.name, d.drift) == ("Jobs", DriftKind.MODIFIED), report_json(r.drifts)
+    assert [(c.path, c.expected, c.actual) for c in d.changes] == [("/VisibilityTimeout", 60, "5")]
+    done = await target.revert(env, desired, r.drifts)
+    assert [x.action for x in done] == [Action.REVERTED]
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"] == {
+        "VisibilityTimeout": "60"}
+    sqs.delete_queue(QueueUrl=url)

@@ -281,20 +281,33 @@ class SpecAdapter(Adapter):
     def _index(self, ctx: Ctx, items: Sequence[Item], tags: Mapping[int, dict[str, str]]) -> dict[str, Item]:
         t = self.table
         out: dict[str, Item] = {}
+        deployed: dict[str, Item] = {}
         for n, it in enumerate(items):
             out[t.item_id(it)] = it
+            tm = tags.get(n, {})
             if t.identity == "tags":
-                tm = tags.get(n, {})
                 for stack_key, logical_key in ((CFN_STACK, CFN_LOGICAL), (DRIFTD_STACK, DRIFTD_LOGICAL)):
                     if tm.get(stack_key) == ctx.stack_name and tm.get(logical_key):
                         out[tm[logical_key]] = it
+            elif tm.get(CFN_STACK) == ctx.stack_name and tm.get(CFN_LOGICAL):
+                deployed[tm[CFN_LOGICAL]] = it  # deployed by CloudFormation without a name: a generated one
+        for logical, it in deployed.items():
+            out.setdefault(logical, it)  # a resource actually named so wins
         return out
+
+    def _unnamed(self, decls: Sequence[AwsDeclaration], names: set[str]) -> bool:
+        """Some declaration has no name and no resource carries its logical id as the name: it may have been
+        deployed by CloudFormation under a generated name (found by its logical-id tag, at one tag read each)."""
+        t = self.table
+        return t.identity == "name" and t.tags is not None and any(
+            t.name_property not in d.properties and self.physical_id(d) not in names
+            and not (isinstance(d.metadata, Mapping) and d.metadata.get("driftd.io/physical-id")) for d in decls)
 
     async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
         t = self.table
         props = self.declared(decls)
         items = await self.items(ctx)
-        need_tags_for_identity = t.identity == "tags"
+        need_tags_for_identity = t.identity == "tags" or self._unnamed(decls, {t.item_id(i) for i in items})
         tags = await self._item_tags(ctx, items) if (need_tags_for_identity or "Tags" in props) else {}
         index = self._index(ctx, items, tags)
         position = {id(it): n for n, it in enumerate(items)}
