@@ -25,6 +25,7 @@ the N-th object kustomize rendered.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ CLUSTER_SCOPED_KINDS = frozenset({
 })
 
 
+@functools.lru_cache(maxsize=65536)  # asked per file per environment load; paths repeat across branches
 def is_manifest_path(path: str) -> bool:
     return path.endswith(MANIFEST_SUFFIXES) and not any(p.startswith(".") for p in path.split("/"))
 

@@ -134,6 +134,14 @@ class Budget:
 
     def charge_parsed(self, docs: Sequence[Document], size: int, file: str) -> None:
         """A file parsed earlier (a cache hit) counts as if parsed again."""
+        lim = self.limits
+        nodes = sum(d.nodes for d in docs)
+        if (self.bytes + size <= lim.max_tree_bytes and self.documents + len(docs) <= lim.max_tree_documents
+                and self.nodes + nodes <= lim.max_tree_nodes):  # fits: no need to find where it would not
+            self.bytes += size
+            self.documents += len(docs)
+            self.nodes += nodes
+            return
         self.charge_bytes(size, file)
         for d in docs:
             self.charge_document(file, d.line or None, d.column or None)
