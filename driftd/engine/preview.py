@@ -38,7 +38,7 @@ from ..model import (
 )
 from ..redact import redact_drift
 from ..render import render_markdown
-from ..render.document import object_name, value_lines
+from ..render.document import diff_lines, object_name
 from ..state import StateError, connect, db_path
 from ..state import queries as q
 from .desired import load_error
@@ -158,12 +158,7 @@ def _text(p: Preview, out: TextIO) -> None:
     out.write(f"== {p.env}: applying {p.ref} ({(p.revision or '-')[:12]}) over {(p.current or '-')[:12]}\n")
     for d in p.changes:
         out.write(f"-- would {_verb(d)} {d.key.target} {object_name(d.key)}\n")
-        for c in d.changes:
-            out.write(f"   @@ {c.path}\n")
-            if c.op is not ChangeOp.ADD:
-                out.writelines(f"   - {line}\n" for line in value_lines(c.expected))
-            if c.op is not ChangeOp.REMOVE:
-                out.writelines(f"   + {line}\n" for line in value_lines(c.actual))
+        out.writelines(f"   {'@@' if sign == '@' else sign} {text}\n" for sign, text in diff_lines(d))
     for k in p.kept:
         out.write(f"-- no longer declared, stays (prune is off): {k.target} {object_name(k)}\n")
     out.write(f"\n{len(p.changes)} object(s) would change\n" if p.changes else "\nno change\n")
