@@ -11,14 +11,9 @@ import dataclasses
 from typing import Any
 
 from .model import REDACTED, Change, Drift, EnvironmentReport
-from .secrets import SECRET_KINDS, redact_changes, scrub_text, secret_path
+from .secrets import SECRET_KINDS, redact_changes, scrub_text
 
 __all__ = ["SECRET_KINDS", "redact_change", "redact_drift", "redact_report"]
-
-
-def _secret_value(kind: str, path: str) -> bool:
-    """Kept for callers of the former redact module (adopt): the shared policy's path decision."""
-    return kind in SECRET_KINDS or secret_path(kind, path)
 
 
 def redact_change(kind: str, c: Change) -> Change:

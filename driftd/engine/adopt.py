@@ -25,8 +25,8 @@ from ..diff import pointer as ptr
 from ..errors import DriftdError
 from ..model import REDACTED, ChangeOp, DesiredObject, Drift, TargetKind
 from ..policy.yamledit import EditError, delete_value, set_value
-from ..redact import SECRET_KINDS, _secret_value
 from ..render.document import object_name
+from ..secrets import SECRET_KINDS, secret_path
 from ..sources.git_writeback import PushAuth, commit_and_push
 from .desired import load_error
 from .history import parse_object
@@ -68,7 +68,8 @@ def _select(drift: Drift, paths: Sequence[str]) -> tuple[list[tuple[str, ChangeO
     for c in drift.changes:
         if paths and not any(ptr.is_prefix(p, c.path) for p in paths):
             continue
-        if _secret_value(drift.key.kind, c.path) or c.actual == REDACTED or c.expected == REDACTED:
+        masked = c.actual == REDACTED or c.expected == REDACTED
+        if drift.key.kind in SECRET_KINDS or secret_path(drift.key.kind, c.path) or masked:
             skipped.append(f"{c.path}: secret, never written to Git")
             continue
         chosen.append((c.path, c.op, c.actual))
