@@ -124,7 +124,7 @@ def _dispatch(args: argparse.Namespace, config: object) -> int:
     if args.command in ("check", "sync"):
         from .engine import oneshot
         from .model import TargetKind
-        from .report import render_json, render_text
+        from .render.text import render_json, render_text
 
         target = TargetKind(args.target) if args.target else None
         unknown = [n for n in ([args.env] if args.command == "sync" else args.env)
@@ -137,11 +137,7 @@ def _dispatch(args: argparse.Namespace, config: object) -> int:
             report = oneshot.run_check(config, envs=args.env, target=target)
         else:
             report = oneshot.run_sync(config, env=args.env, target=target, dry_run=args.dry_run)
-        from .model import Report
-        from .redact import redact_report
-
-        # the same last line of defence as alerts and the API: no secret-like value in CLI output
-        report = Report(tuple(redact_report(e) for e in report.environments))
+        # render_json / render_text mask secret-like values (the last line of defence, as for alerts and the API)
         if args.output == "json":
             render_json(report, out)
         else:

@@ -141,7 +141,7 @@ def test_text_report_names_the_pause() -> None:
     import io
 
     from driftd.model import Report
-    from driftd.report import render_text
+    from driftd.render.text import render_text
 
     p = Pause("prod", datetime(2026, 11, 26, 12, 0, tzinfo=UTC), "INC-42", "cli:alice", kind="Deployment",
               namespace="web", name="frontend")

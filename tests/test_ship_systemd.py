@@ -159,7 +159,7 @@ code = (
     "import anyio, aiohttp, yaml, deepdiff, prometheus_client, tomli\n"
     "import kubernetes_asyncio.client, kubernetes_asyncio.dynamic\n"
     "import aioboto3, dulwich.client, dulwich.repo\n"
-    "import driftd.cli, driftd.config, driftd.report\n"
+    "import driftd.cli, driftd.config, driftd.render.text\n"
     "ssl.create_default_context()\n"
     "asyncio.run(asyncio.sleep(0))\n"
     "print('imports ok')\n"

@@ -1,15 +1,25 @@
-"""Rendering of reports for the CLI: JSON (the shared contract) and text (a unified diff per object)."""
+"""``driftd check`` / ``driftd sync`` output: JSON (the shared contract) and text for a terminal (a unified
+diff per object, the same diff lines as the markdown and HTML reports)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, TextIO
+from typing import TextIO
 
-from .model import Action, ChangeOp, Drift, EnvironmentReport, Report, Status
+from ..model import Action, Drift, EnvironmentReport, Report, Status
+from ..redact import redact_report
+from .document import diff_lines
+
+# The colour of each diff line's sign: path, expected (Git), actual (live).
+_SIGN_COLOR = {"@": "36", "-": "31", "+": "32"}
+
+
+def _redacted(report: Report) -> Report:
+    return Report(tuple(redact_report(e) for e in report.environments))
 
 
 def render_json(report: Report, out: TextIO) -> None:
-    json.dump(report.to_dict(), out, indent=2, default=str)
+    json.dump(_redacted(report).to_dict(), out, indent=2, default=str)
     out.write("\n")
 
 
@@ -23,6 +33,7 @@ class _Style:
 
 def render_text(report: Report, out: TextIO, *, color: bool = False) -> None:
     st = _Style(color)
+    report = _redacted(report)
     for env in report.environments:
         _env_text(env, out, st)
     n = sum(len(e.drifts) for e in report.environments)
@@ -53,20 +64,5 @@ def _drift_text(d: Drift, out: TextIO, st: _Style) -> None:
     out.write(f"-- {k.target} {k.kind} {where}{k.name}: " + st("1", str(d.drift)) + f"{who}{when}{action}\n")
     if d.reason and d.action is Action.REPORTED:
         out.write(f"   note: {d.reason}\n")
-    for c in d.changes:
-        out.write(st("36", f"   @@ {c.path}") + (f"  ({c.changed_by})" if c.changed_by and c.changed_by != d.changed_by
-                                                   else "") + "\n")
-        if c.op is not ChangeOp.ADD:
-            for line in _lines(c.expected):
-                out.write(st("31", f"   - {line}") + "\n")
-        if c.op is not ChangeOp.REMOVE:
-            for line in _lines(c.actual):
-                out.write(st("32", f"   + {line}") + "\n")
-
-
-def _lines(v: Any) -> list[str]:
-    if isinstance(v, (dict, list)):
-        import yaml
-
-        return yaml.safe_dump(v, default_flow_style=False, sort_keys=True).rstrip("\n").splitlines()
-    return [json.dumps(v) if not isinstance(v, str) else v]
+    for sign, text in diff_lines(d):
+        out.write(st(_SIGN_COLOR[sign], f"   {'@@' if sign == '@' else sign} {text}") + "\n")
