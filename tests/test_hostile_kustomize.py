@@ -254,7 +254,7 @@ def _check_scrubbed(dump: Path, service_home: Path) -> None:
 
 @pytest.mark.anyio
 async def test_time_limit_kills_the_whole_process_group(tmp_path: Path) -> None:
-    with private_dir() as d:
+    async with private_dir() as d:
         t0 = time.monotonic()
         with pytest.raises(ToolFailed, match="did not finish within 1s"):
             await run_tool(["/bin/sh", "-c", "sleep 300 & echo $! > child.pid; wait"], cwd=d, time_limit=1.0)
@@ -281,7 +281,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.anyio
 async def test_output_is_bounded(tmp_path: Path) -> None:
-    with private_dir() as d:
+    async with private_dir() as d:
         with pytest.raises(ToolFailed, match="printed more than 1,048,576 bytes on stdout"):
             await run_tool(["/usr/bin/yes"], cwd=d, time_limit=30, max_output=1024 * 1024)
         with pytest.raises(ToolFailed, match="on stderr"):

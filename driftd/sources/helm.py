@@ -35,8 +35,6 @@ import hashlib
 import json
 import posixpath
 import re
-import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,7 +46,7 @@ import anyio.to_thread
 
 from ..errors import DesiredStateError
 from ..model import ClusterInfo
-from .tools import ToolFailed, find_tool, run_tool, scrubbed_env
+from .tools import ToolFailed, find_tool, private_dir, run_tool, scrubbed_env, write_files
 from .yamlsafe import DEFAULT_LIMITS, Limits, load_documents
 
 RELEASE_FILES = ("driftd-helm.yaml", "driftd-helm.yml")
@@ -223,8 +221,7 @@ class HelmRenderer:
             files = await chart_files() if chart_files is not None else None
         except DesiredStateError as e:  # a symlink or an oversized file in the chart
             return e
-        tmp = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="driftd-helm-")))
-        try:
+        async with private_dir("driftd-helm-") as tmp:
             argv = await anyio.to_thread.run_sync(self._prepare, tmp, exe, release, namespace, files, values_data,
                                                   cluster)
             try:
@@ -239,8 +236,6 @@ class HelmRenderer:
                 return DesiredStateError(
                     f"helm template {release.name} failed: {_clip(msg) or f'exit code {res.returncode}'}",
                     file=release.file, line=release.line)
-        finally:
-            await anyio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
         self._cache[key] = res.stdout
         self._cached += len(res.stdout)
         while len(self._cache) > self._cache_size or (self._cached > self._cache_bytes and len(self._cache) > 1):
@@ -252,14 +247,8 @@ class HelmRenderer:
                  values_data: Sequence[bytes], cluster: ClusterInfo) -> list[str]:
         argv = [exe, "template", release.name]
         if files is not None:
-            root = (tmp / "chart").resolve()
-            for rel, data in files.items():
-                target = (root / rel).resolve()
-                if not target.is_relative_to(root):  # tree paths never contain '..', but be sure
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-            argv.append(str(root))
+            write_files(files, tmp / "chart")
+            argv.append(str((tmp / "chart").resolve()))
         else:
             argv.append(release.chart)
             if release.repository:

@@ -26,7 +26,7 @@ import anyio
 
 from ..errors import DesiredStateError
 from .manifests import KUSTOMIZATION_FILES, parse_file
-from .tools import ToolFailed, find_tool, private_dir, run_tool, scrubbed_env
+from .tools import ToolFailed, find_tool, private_dir, run_tool, scrubbed_env, write_files
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_OUTPUT = 64 * 1024 * 1024
@@ -190,9 +190,9 @@ class Kustomizer:
                     f"cannot render this kustomization: {self.kubectl!r} is not on PATH "
                     "(install kubectl, or declare plain manifests without kustomization.yaml)", file=k)
             return out
-        with private_dir("driftd-kustomize-") as tmp:
+        async with private_dir("driftd-kustomize-") as tmp:
             copy = tmp / "tree"
-            await anyio.to_thread.run_sync(_materialize, files, copy)
+            await anyio.to_thread.run_sync(write_files, files, copy)
             extra = {} if allow_remote else {"GIT_ALLOW_PROTOCOL": "driftd-no-remote-bases"}
             env = scrubbed_env(tmp / "home", extra)
             for k in todo:
@@ -212,13 +212,3 @@ class Kustomizer:
                                      file=kfile)
         return res.stdout
 
-
-def _materialize(files: Mapping[str, bytes], root: Path) -> None:
-    root.mkdir(mode=0o700)
-    top = root.resolve()
-    for path, data in files.items():
-        target = (root / path).resolve()
-        if not target.is_relative_to(top):  # tree paths never contain '..', but be sure
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)

@@ -18,17 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
-import anyio.to_thread
-
 from ..errors import SourceError
-from .tools import ToolFailed, ToolResult, find_tool, run_tool, scrubbed_env
+from .tools import ToolFailed, ToolResult, find_tool, private_dir, run_tool, scrubbed_env
 
 KEYS_SETTING = "environments.signatures.trusted_key_files"
 DEFAULT_TIMEOUT = 30.0
@@ -123,7 +118,7 @@ class SignatureVerifier:
 
     async def _gpg(self, sig: CommitSignature, keys: TrustedKeys) -> str | None:
         exe = self._tool(self.gpg)
-        async with _tempdir("driftd-gpg-") as tmp:
+        async with private_dir("driftd-gpg-") as tmp:
             home = tmp / "gnupg"
             home.mkdir(mode=0o700)
             env = scrubbed_env(tmp, {"GNUPGHOME": str(home)})
@@ -156,7 +151,7 @@ class SignatureVerifier:
 
     async def _ssh(self, sig: CommitSignature, keys: TrustedKeys) -> str | None:
         exe = self._tool(self.ssh_keygen)
-        async with _tempdir("driftd-sshsig-") as tmp:
+        async with private_dir("driftd-sshsig-") as tmp:
             env = scrubbed_env(tmp)
             (tmp / "allowed_signers").write_text(keys.allowed_signers)
             (tmp / "sig").write_bytes(sig.signature or b"")
@@ -192,17 +187,3 @@ class SignatureVerifier:
                               f"({KEYS_SETTING})", retryable=False)
         return exe
 
-
-class _tempdir:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.path: Path | None = None
-
-    async def __aenter__(self) -> Path:
-        self.path = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix=self.prefix)))
-        return self.path
-
-    async def __aexit__(self, *exc: object) -> None:
-        path = self.path
-        if path is not None:
-            await anyio.to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))

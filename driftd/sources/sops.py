@@ -14,8 +14,6 @@ file, never their content.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +23,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import DesiredStateError
-from .tools import ToolFailed, find_tool, run_tool, scrubbed_env
+from .tools import ToolFailed, find_tool, private_dir, run_tool, scrubbed_env
 from .yamlsafe import Document
 
 DEFAULT_TIMEOUT = 30.0
@@ -87,16 +85,15 @@ class SopsDecryptor:
             return DesiredStateError(f"this file is encrypted with SOPS and {self.sops!r} is not on PATH "
                                      "(install sops 3.9 or later)", file=file)
         kind = "json" if file.endswith(".json") else "yaml"
-        home = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="driftd-sops-")))
-        try:
-            res = await run_tool([exe, "decrypt", "--input-type", kind, "--output-type", kind],
-                                 cwd=home, env=scrubbed_env(home, {"SOPS_AGE_KEY": key.decode("utf-8", "replace")}),
-                                 stdin=data, time_limit=self.timeout)
-        except ToolFailed as e:
-            return DesiredStateError(f"sops: {e}", file=file)
-        finally:
-            del key
-            await anyio.to_thread.run_sync(lambda: shutil.rmtree(home, ignore_errors=True))
+        async with private_dir("driftd-sops-") as tmp:
+            try:
+                res = await run_tool([exe, "decrypt", "--input-type", kind, "--output-type", kind], cwd=tmp,
+                                     env=scrubbed_env(tmp / "home", {"SOPS_AGE_KEY": key.decode("utf-8", "replace")}),
+                                     stdin=data, time_limit=self.timeout)
+            except ToolFailed as e:
+                return DesiredStateError(f"sops: {e}", file=file)
+            finally:
+                del key
         self.decryptions += 1
         if res.returncode != 0:
             return DesiredStateError(_failure(res.stderr, documents, key_file), file=file)

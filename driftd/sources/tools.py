@@ -6,7 +6,8 @@ What a tool run from driftd gets, and nothing more:
   directory, ``KUBECONFIG=/dev/null``, the proxy and locale variables, and what the caller adds on
   purpose. No ``AWS_*``, no tokens, no ``KUBECONFIG``, not the service's HOME (its ~/.kube,
   ~/.aws, ~/.gitconfig, ~/.ssh stay out of reach);
-- a private working directory (:func:`private_dir`, mode 0700, removed afterwards);
+- a private working directory (:func:`private_dir`, mode 0700, removed afterwards), holding only the
+  files the tool is given (:func:`write_files`);
 - a time limit, after which its whole process group is killed (kustomize runs git, helm runs
   plugins: killing only the direct child would leave them running);
 - bounded output: stdout beyond ``max_output`` or stderr beyond ``max_stderr`` kills it.
@@ -22,7 +23,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,15 +64,34 @@ def scrubbed_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str
     return env
 
 
-@contextlib.contextmanager
-def private_dir(prefix: str = "driftd-tool-") -> Iterator[Path]:
-    """A fresh 0700 directory (with an empty ``home/`` for HOME), removed on exit."""
-    tmp = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
+@contextlib.asynccontextmanager
+async def private_dir(prefix: str = "driftd-tool-") -> AsyncIterator[Path]:
+    """A fresh 0700 directory (with an empty ``home/`` for HOME), removed on exit. Made and removed in a
+    worker thread: a chart or a kustomize tree may be thousands of files, too many to delete on the event loop."""
+
+    def make() -> Path:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix))
         (tmp / "home").mkdir(mode=0o700)
+        return tmp
+
+    tmp = await anyio.to_thread.run_sync(make)
+    try:
         yield tmp
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
+
+
+def write_files(files: Mapping[str, bytes], root: Path) -> None:
+    """Write a tree read from Git (relative path -> content) under a new 0700 directory ``root``, never
+    outside it. Blocking: call it in a worker thread."""
+    root.mkdir(mode=0o700)
+    top = root.resolve()
+    for path, data in files.items():
+        target = (root / path).resolve()
+        if not target.is_relative_to(top):  # tree paths never contain '..', but be sure
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
 
 
 def _kill_group(pid: int) -> None:
