@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from driftd.errors import DesiredStateError
+from driftd.errors import ConfigErrors, DesiredStateError
 from driftd.sources.loader import DesiredStateLoader
 from driftd.sources.manifests import parse_file
 from driftd.sources.yamlsafe import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits, load_documents
@@ -192,3 +192,28 @@ def test_a_huge_flat_document_is_stopped_while_composing():
     with pytest.raises(DesiredStateError, match="the file's documents expand to more than 150") as ei:
         load_documents(two.encode(), "k/two.yaml", limits=small)
     assert ei.value.line == 4  # in the second document, where its nodes ran past what the file had left
+
+
+@pytest.mark.anyio
+async def test_an_operator_raises_the_tree_budget_through_config(tmp_path):
+    import tomli
+
+    from driftd.config import parse_config
+    from driftd.sources.loader import yaml_limits
+
+    remote = bare(tmp_path)
+    w = Work(tmp_path, str(remote))
+    w.commit("big", {f"kubernetes/f{i}.yaml": heavy_cm(f"cm{i}") for i in range(2)})
+    w.push("big")
+    cache = new_cache(str(remote), tmp_path)
+    await cache.fetch()
+    default = parse_config(tomli.loads(""), tmp_path / "d.toml")
+    refused = await DesiredStateLoader({"envs": cache}, limits=yaml_limits(default)).load(env("big", "big"))
+    assert not refused.ok
+    assert "raise daemon.max_tree_nodes" in (refused.error or "")
+    raised = parse_config(tomli.loads("[daemon]\nmax_tree_nodes = 2000000\n"), tmp_path / "d.toml")
+    loaded = await DesiredStateLoader({"envs": cache}, limits=yaml_limits(raised)).load(env("big", "big"))
+    assert loaded.ok, loaded.error
+    assert len(loaded.state.kubernetes) == 4
+    with pytest.raises(ConfigErrors, match=r"daemon\.max_tree_nodes"):
+        parse_config(tomli.loads("[daemon]\nmax_tree_nodes = 0\n"), tmp_path / "d.toml")

@@ -371,6 +371,7 @@ class _Reader:
             git_concurrency=self.positive_int(t, k, "git_concurrency", d.git_concurrency),
             api_token_file=self.path(t, k, "api_token_file", secret=True),
             secret_name_patterns=self.regexes(t, k, "secret_name_patterns"),
+            max_tree_nodes=self.positive_int(t, k, "max_tree_nodes", d.max_tree_nodes),
         )
 
     def regexes(self, t: Mapping[str, Any], key: str, name: str) -> tuple[str, ...]:

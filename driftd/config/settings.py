@@ -34,6 +34,9 @@ class DaemonSettings:
     git_concurrency: int = 4
     api_token_file: Path | None = None  # bearer token required by the API (and every page but probes/metrics)
     secret_name_patterns: tuple[str, ...] = ()  # regexes added to driftd.secrets' defaults for secret-looking names
+    # YAML nodes (aliases expanded) one environment's tree may parse: bounds CPU and memory per tree
+    # (sources.yamlsafe.Limits; ~2 s of CPU at the default); a tree beyond it is refused, never half-read.
+    max_tree_nodes: int = 500_000
 
     @property
     def listen_host(self) -> str:

@@ -22,7 +22,7 @@ from ..errors import DriftdError, SourceError
 from ..log import get_logger
 from ..model import ClusterInfo, TargetKind
 from ..sources.git import FetchResult, RepositoryCache
-from ..sources.loader import ClusterInfoSource, DesiredStateLoader, LoadResult
+from ..sources.loader import ClusterInfoSource, DesiredStateLoader, LoadResult, yaml_limits
 from .protocols import ClusterInfoTarget, Target
 
 log = get_logger("driftd.engine")
@@ -43,7 +43,7 @@ class Sources:
     def __init__(self, config: Config) -> None:
         self.limiter = anyio.CapacityLimiter(max(1, config.daemon.git_concurrency))
         self.caches: dict[str, RepositoryCache] = {}
-        self.loader = DesiredStateLoader(self.caches)
+        self.loader = DesiredStateLoader(self.caches, limits=yaml_limits(config))
         self.update(config)
 
     def update(self, config: Config) -> None:

@@ -16,7 +16,7 @@ import anyio
 from ..config import Config
 from ..errors import SourceError
 from ..sources.git import RepositoryCache
-from ..sources.loader import DesiredStateLoader
+from ..sources.loader import DesiredStateLoader, yaml_limits
 
 
 def validate(config: Config, *, config_only: bool = False, warn: Callable[[str], None] | None = None) -> list[str]:
@@ -60,7 +60,7 @@ async def _validate(config: Config, warn: Callable[[str], None]) -> list[str]:
         async with anyio.create_task_group() as tg:
             for cache in caches.values():
                 tg.start_soon(fetch, cache)
-        loader = DesiredStateLoader(caches, supported_aws_types=_supported_aws_types())
+        loader = DesiredStateLoader(caches, supported_aws_types=_supported_aws_types(), limits=yaml_limits(config))
         for env in config.environments:
             env_cache = caches.get(env.repository)
             if env_cache is None or env_cache.last_error is not None:

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from ..config import EnvironmentSettings
+from ..config import Config, EnvironmentSettings
 from ..errors import DesiredStateError, DriftdError, SourceError
 from ..log import get_logger
 from ..model import AwsDeclaration, ClusterInfo, DesiredObject, DesiredState
@@ -67,6 +67,11 @@ ClusterInfoSource = Callable[[], Awaitable[ClusterInfo]]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+def yaml_limits(config: Config) -> Limits:
+    """The YAML bounds of every environment's tree, with what the operator may raise taken from config."""
+    return Limits(max_tree_nodes=config.daemon.max_tree_nodes)
 
 
 @dataclass(frozen=True)

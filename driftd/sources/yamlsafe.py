@@ -116,7 +116,7 @@ class Budget:
         if self.bytes > self.limits.max_tree_bytes:
             raise BudgetExceeded(
                 f"the tree's YAML exceeds {self.limits.max_tree_bytes:,} bytes at this file: refused "
-                "(split the environment, or raise the tree budget)", file=file)
+                "(split the environment)", file=file)
 
     def charge_document(self, file: str, line: int | None, column: int | None) -> None:
         self.documents += 1
@@ -130,7 +130,8 @@ class Budget:
         if self.nodes > self.limits.max_tree_nodes:
             raise BudgetExceeded(
                 f"the tree expands to more than {self.limits.max_tree_nodes:,} YAML nodes (aliases counted at "
-                "each use): refused at this document", file=file, line=line, column=column)
+                "each use): refused at this document (split the environment, or raise daemon.max_tree_nodes)",
+                file=file, line=line, column=column)
 
     def charge_parsed(self, docs: Sequence[Document], size: int, file: str) -> None:
         """A file parsed earlier (a cache hit) counts as if parsed again."""
@@ -444,7 +445,8 @@ def _over_cap(file: str, limits: Limits, what: str, line: int, column: int) -> D
             "counted at each use): refused at this document", file=file, line=line, column=column)
     return BudgetExceeded(
         f"the tree expands to more than {limits.max_tree_nodes:,} YAML nodes (aliases counted at each use): "
-        "refused at this document", file=file, line=line, column=column)
+        "refused at this document (split the environment, or raise daemon.max_tree_nodes)",
+        file=file, line=line, column=column)
 
 
 _STR, _SEQ, _MAP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
