@@ -25,7 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from ...diff.aws_compare import CompareSpec, tags_to_map
+from ...errors import DriftdError
 from ...model import AwsDeclaration, Change, ResourceKey
 from .base import Adapter, ApiError, Ctx, Live, changed_top, per_resource, resolved, tag_delta
 
@@ -50,16 +53,50 @@ class ListCall:
     result_key: str
     cursor: tuple[str, str] | None = ("NextToken", "NextToken")  # (request parameter, response field); None: one page
     params: Mapping[str, Any] = field(default_factory=dict)
+    lookup: Lookup | None = None  # the same items asked for by name: cheaper when few are declared
+    ids_only: bool = False  # the list answers names only (ListTables): items always come from ``lookup``
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The list call's items asked for by name, ``size`` names a call: what a pass that does not list the region
+    uses (when at most ``limit`` names are declared; beyond that one list is cheaper). ``params(names)`` builds the
+    request; the items are under ``result_key`` ("": the answer is the one item). A name it does not return, or
+    answers with one of the ``missing`` error codes, does not exist."""
+
+    operation: str
+    params: Callable[[list[str]], dict[str, Any]]
+    result_key: str = ""
+    size: int = 1
+    cursor: tuple[str, str] | None = None  # paginated (request parameter, response field)
+    missing: tuple[str, ...] = ()
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
 class Read:
     """A per-resource call for properties the list call does not carry. ``params(item)`` builds the request;
-    ``absent`` error codes mean "this resource has none of it" (an empty answer), not a failure."""
+    ``absent`` error codes mean "this resource has none of it" (an empty answer), not a failure.
+    ``pages``: (result key, request parameter, response field) of a paginated answer, collected under the key."""
 
     operation: str
     params: Callable[[Item], dict[str, Any]]
     absent: tuple[str, ...] = ()
+    pages: tuple[str, str, str] | None = None
+
+
+@dataclass(frozen=True)
+class BatchRead:
+    """A call answering for up to ``size`` resources at once (SSM GetParameters): ``params(items)`` builds it, the
+    answers are under ``result_key``, ``answer_id`` says whose each is. Addressed by name: with
+    ``TypeSpec.from_name``, a pass that does not list the region and needs nothing else skips the list, and a
+    name the call does not answer for does not exist."""
+
+    operation: str
+    params: Callable[[list[Item]], dict[str, Any]]
+    result_key: str
+    answer_id: Callable[[Item], str]
+    size: int
 
 
 @dataclass(frozen=True)
@@ -75,7 +112,8 @@ class Prop:
 @dataclass(frozen=True)
 class Write:
     """One revert call covering ``props``: ``params(live, declared)`` builds the request (``live`` holds the
-    ids of the live resource). ``each``: one call per element of the returned list instead."""
+    ids of the live resource, and under ``"_changed"`` the top-level properties that drifted, for calls that must
+    carry only those). A list: one call per element; None or []: no call."""
 
     operation: str
     props: frozenset[str]
@@ -118,7 +156,8 @@ class TypeSpec:
     name_property: str = ""
     identity: str = "name"  # "name", "tags" (no name: CloudFormation's or driftd's logical-id tags), "composite"
     composite: tuple[str, ...] = ()  # identity = "composite": these properties joined by "/"
-    reads: tuple[Read, ...] = ()
+    reads: tuple[Read | BatchRead, ...] = ()
+    from_name: Callable[[str], Item] | None = None  # the item a name stands for, for reads addressed by name
     tags: Tags | None = None
     writes: tuple[Write, ...] = ()
     create: Create | None = None
@@ -135,7 +174,8 @@ class TypeSpec:
         return {"elbv2": "elasticloadbalancing"}.get(self.service, self.service)
 
     def read_actions(self) -> tuple[str, ...]:
-        ops = [*([self.list.operation] if self.list else []), *(r.operation for r in self.reads)]
+        ops = [*([self.list.operation] if self.list else []), *(r.operation for r in self.reads),
+               *([self.list.lookup.operation] if self.list and self.list.lookup else [])]
         if self.tags is not None and self.tags.read is not None:
             ops.append(self.tags.read.operation)
         return tuple(sorted({f"{self.iam_prefix()}:{camel(o)}" for o in ops} | set(self.extra_read_actions)))
@@ -232,24 +272,72 @@ class SpecAdapter(Adapter):
 
     # --- reads -------------------------------------------------------------------------------
 
-    async def items(self, ctx: Ctx) -> list[dict[str, Any]]:
-        """Every listed item of the type in the region, once per pass."""
+    async def _entries(self, ctx: Ctx) -> list[Any]:
+        """The list call's answer for the whole region, once per pass."""
         t = self.table
-
         lc = t.list
         if lc is None:
             raise NotImplementedError(f"{t.type_name} has no list call")
 
-        async def fetch() -> list[dict[str, Any]]:
+        async def fetch() -> list[Any]:
             if lc.cursor is None:
                 r = await ctx.call(t.service, lc.operation, **dict(lc.params))
-                got: list[dict[str, Any]] = list(r.get(lc.result_key) or [])
+                got: list[Any] = list(r.get(lc.result_key) or [])
             else:
                 got = await ctx.paginate(t.service, lc.operation, lc.result_key, cursor=lc.cursor,
                                          **dict(lc.params))
-            return [i for i in got if not (t.skip_item and t.skip_item(i))]
-        result: list[dict[str, Any]] = await ctx.once(f"{t.service}:{t.type_name}", fetch)
+            return got if lc.ids_only else [i for i in got if not (t.skip_item and t.skip_item(i))]
+        result: list[Any] = await ctx.once(f"{t.service}:{t.type_name}", fetch)
         return result
+
+    async def items(self, ctx: Ctx) -> list[Any]:
+        """Every item of the type in the region, once per pass (a names-only list: each looked up)."""
+        t = self.table
+        if t.list is None or not t.list.ids_only:
+            return await self._entries(ctx)
+
+        async def fetch() -> list[Any]:
+            return await self._lookup(ctx, [str(e) for e in await self._entries(ctx)])
+        result: list[Any] = await ctx.once(f"{t.service}:{t.type_name}:items", fetch)
+        return result
+
+    async def _lookup(self, ctx: Ctx, names: Sequence[str]) -> list[Any]:
+        """The items of those ``names`` that exist, through the list call's lookup. A failed call marks its names
+        unknown (``ctx.failed``); the others go on."""
+        t = self.table
+        lk = t.list.lookup if t.list is not None else None
+        if lk is None:
+            raise NotImplementedError(f"{t.type_name} has no lookup")
+        names = sorted(set(names))
+        parts = [names[i:i + lk.size] for i in range(0, len(names), lk.size)]
+        out: list[Any] = []
+
+        async def one(part: list[str]) -> None:
+            try:
+                if lk.cursor is not None:
+                    got: list[Any] = await ctx.paginate(t.service, lk.operation, lk.result_key, cursor=lk.cursor,
+                                                        **lk.params(part))
+                else:
+                    r = await ctx.call(t.service, lk.operation, **lk.params(part))
+                    v = r.get(lk.result_key) if lk.result_key else r
+                    got = list(v) if isinstance(v, list) else [v] if v else []
+            except ApiError as e:
+                if e.code in lk.missing:
+                    return
+                ctx.failed.update({(t.type_name, n): str(e) for n in part})
+                return
+            except DriftdError as e:
+                ctx.failed.update({(t.type_name, n): str(e) for n in part})
+                return
+            out.extend(i for i in got if not (t.skip_item and t.skip_item(i)))
+
+        if len(parts) == 1:
+            await one(parts[0])  # one call: no task group (an unexpected error keeps its own type)
+        else:
+            async with anyio.create_task_group() as tg:
+                for part in parts:
+                    tg.start_soon(one, part)
+        return out
 
     async def _item_tags(self, ctx: Ctx, items: Sequence[Item]) -> dict[int, dict[str, str]]:
         """Tags per item (by position), in as few calls as the type allows."""
@@ -265,17 +353,38 @@ class SpecAdapter(Adapter):
         out: dict[int, dict[str, str]] = {}
 
         async def one(i: str) -> Live:
-            it = items[int(i)]
-            try:
-                r = await ctx.call(self.service, read.operation, **read.params(it))
-            except ApiError as e:
-                if e.code in read.absent:
-                    r = {}
-                else:
-                    raise
+            r = await self._call_read(ctx, read, items[int(i)])
             out[int(i)] = _tag_map(r.get(tg.result_key), tg.shape)
             return {}
         await per_resource(ctx, self.type_name, [str(i) for i in range(len(items))], one)
+        return out
+
+    async def _call_read(self, ctx: Ctx, r: Read, it: Item) -> Item:
+        try:
+            if r.pages is not None:
+                key, token_in, token_out = r.pages
+                return {key: await ctx.paginate(self.service, r.operation, key, cursor=(token_in, token_out),
+                                                **r.params(it))}
+            return await ctx.call(self.service, r.operation, **r.params(it))
+        except ApiError as e:
+            if e.code in r.absent:
+                return {}
+            raise
+
+    async def _batch(self, ctx: Ctx, r: BatchRead, items: Sequence[Item]) -> dict[str, Item]:
+        """Answers of a batched read by resource id; a failed call marks its resources unknown. Sequential: the
+        few calls it makes are cheap, and an unexpected answer's error keeps its own type."""
+        t = self.table
+        out: dict[str, Item] = {}
+        for i in range(0, len(items), r.size):
+            part = list(items[i:i + r.size])
+            try:
+                answer = await ctx.call(t.service, r.operation, **r.params(part))
+            except DriftdError as e:
+                ctx.failed.update({(t.type_name, t.item_id(it)): str(e) for it in part})
+                continue
+            for a in answer.get(r.result_key) or []:
+                out[r.answer_id(a)] = a
         return out
 
     def _index(self, ctx: Ctx, items: Sequence[Item], tags: Mapping[int, dict[str, str]]) -> dict[str, Item]:
@@ -303,33 +412,67 @@ class SpecAdapter(Adapter):
             t.name_property not in d.properties and self.physical_id(d) not in names
             and not (isinstance(d.metadata, Mapping) and d.metadata.get("driftd.io/physical-id")) for d in decls)
 
+    async def _candidates(self, ctx: Ctx, decls: Sequence[AwsDeclaration], wanted: set[str],
+                          sources: set[int]) -> tuple[list[Any], bool]:
+        """The items to read ``wanted`` from, in the fewest calls, and whether they are only assumed to exist
+        (built from names, for batched reads that say which exist). A pass that lists the region anyway uses that
+        list; a declaration that may have a CloudFormation-generated name needs it too (tags of every item)."""
+        t = self.table
+        lc = t.list
+        if lc is None:
+            raise NotImplementedError(f"{t.type_name} has no list call")
+        by_name = not ctx.unmanaged and t.identity == "name"
+        if by_name and t.from_name is not None and sources and all(
+                isinstance(t.reads[s], BatchRead) for s in sources) and not self._unnamed(decls, set()):
+            return [t.from_name(n) for n in sorted(wanted)], True
+        lk = lc.lookup
+        if by_name and lk is not None and (lk.limit is None or len(wanted) <= lk.limit):
+            found = await self._lookup(ctx, sorted(wanted))
+            if not self._unnamed(decls, {t.item_id(i) for i in found}):
+                return found, False
+        if lc.ids_only and t.identity == "name":
+            names = {str(e) for e in await self._entries(ctx)}
+            if not self._unnamed(decls, names):
+                return await self._lookup(ctx, sorted(wanted & names)), False
+        return await self.items(ctx), False
+
     async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
         t = self.table
-        props = self.declared(decls)
-        items = await self.items(ctx)
-        need_tags_for_identity = t.identity == "tags" or self._unnamed(decls, {t.item_id(i) for i in items})
-        tags = await self._item_tags(ctx, items) if (need_tags_for_identity or "Tags" in props) else {}
-        index = self._index(ctx, items, tags)
-        position = {id(it): n for n, it in enumerate(items)}
+        props = self.declared(decls, ctx)
         wanted = {self.physical_id(d) for d in decls}
         sources = {p.source for name, p in t.props.items() if name in props and p.source is not None}
+        items, assumed = await self._candidates(ctx, decls, wanted, sources)
+        need_tags_for_identity = t.identity == "tags" or self._unnamed(decls, {t.item_id(i) for i in items})
+        if need_tags_for_identity:
+            tags = await self._item_tags(ctx, items)
+        elif "Tags" in props:  # only the declared resources' tags
+            mine = [n for n, it in enumerate(items) if t.item_id(it) in wanted]
+            got = await self._item_tags(ctx, [items[n] for n in mine])
+            tags = {mine[k]: v for k, v in got.items()}
+        else:
+            tags = {}
+        index = self._index(ctx, items, tags)
+        position = {id(it): n for n, it in enumerate(items)}
+        batched: dict[int, dict[str, Item]] = {}
+        for s in sorted(sources):
+            r = t.reads[s]
+            if isinstance(r, BatchRead):
+                batched[s] = await self._batch(ctx, r, [index[p] for p in sorted(wanted) if p in index])
 
         async def one(pid: str) -> Live | None:
             it = index.get(pid)
             if it is None:
                 return None
+            iid = t.item_id(it)
+            if assumed and not all(iid in b for b in batched.values()):
+                return None
             answers: dict[int, Item] = {}
             for s in sorted(sources):
                 r = t.reads[s]
-                try:
-                    answers[s] = await ctx.call(t.service, r.operation, **r.params(it))
-                except ApiError as e:
-                    if e.code not in r.absent:
-                        raise
-                    answers[s] = {}
-            live: Live = {**t.ids(it), "_id": t.item_id(it)}
+                answers[s] = batched[s].get(iid, {}) if isinstance(r, BatchRead) else await self._call_read(ctx, r, it)
+            live: Live = {**t.ids(it), "_id": iid}
             if t.name_property:
-                live[t.name_property] = t.item_id(it)
+                live[t.name_property] = iid
             for name, p in t.props.items():
                 if name not in props and name != t.name_property:
                     continue
@@ -345,12 +488,16 @@ class SpecAdapter(Adapter):
                 live["_logical"] = tm.get(DRIFTD_LOGICAL) if tm.get(DRIFTD_STACK) == ctx.stack_name else (
                     tm.get(CFN_LOGICAL) if tm.get(CFN_STACK) == ctx.stack_name else None)
             return live
-        return await per_resource(ctx, self.type_name, wanted, one)
+        live = await per_resource(ctx, self.type_name, wanted, one)
+        return {p: v for p, v in live.items() if (self.type_name, p) not in ctx.failed}
 
     async def list_all(self, ctx: Ctx) -> dict[str, Mapping[str, str]]:
         t = self.table
+        need_tags = bool(ctx.tag_filter) or t.identity == "tags"
+        if t.list is not None and t.list.ids_only and not need_tags:
+            return {str(e): {} for e in await self._entries(ctx)}  # names are enough: look none up
         items = await self.items(ctx)
-        tags = await self._item_tags(ctx, items) if (ctx.tag_filter or t.identity == "tags") else {}
+        tags = await self._item_tags(ctx, items) if need_tags else {}
         out: dict[str, Mapping[str, str]] = {}
         for n, it in enumerate(items):
             tm = tags.get(n, {})
@@ -386,9 +533,10 @@ class SpecAdapter(Adapter):
         if stuck:
             raise TargetError(f"{', '.join(sorted(stuck))} cannot change without replacing the resource",
                               subject=self.physical_id(decl))
+        changed = {**live, "_changed": top}
         for w in t.writes:
             if top & w.props and w.props & set(props):
-                await self._apply(ctx, w, live, props)
+                await self._apply(ctx, w, changed, props)
         if "Tags" in top and t.tags is not None:
             to_set, to_remove = tag_delta(decl, live.get("Tags"), ctx)
             to_remove = [k for k in to_remove if k not in IDENTITY_TAGS]
@@ -414,10 +562,12 @@ class SpecAdapter(Adapter):
         props = resolved(decl)
         tags = self.create_tags(ctx, decl) if t.tags is not None else {}
         answer = await self.write(ctx, t.create.operation, **t.create.params(self.physical_id(decl), props, tags))
-        ctx.memo.pop(f"{t.service}:{t.type_name}", None)
+        for memo in (f"{t.service}:{t.type_name}", f"{t.service}:{t.type_name}:items"):
+            ctx.memo.pop(memo, None)  # the next read in this pass sees the new resource
         live: Live = t.create.id_from(self.physical_id(decl), answer) if t.create.id_from else {}
         if t.create.needs_tags_after and tags and t.tags is not None:
             await self.write(ctx, t.tags.set_op, **t.tags.set_params(live, tags))
+        live["_changed"] = set(props)
         for w in t.create.then:
             if w.props & set(props):
                 await self._apply(ctx, w, live, props)

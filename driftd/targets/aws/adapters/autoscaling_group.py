@@ -1,19 +1,19 @@
-"""AWS::AutoScaling::AutoScalingGroup: capacities and the other declared scalars, subnets/zones as sets, tags.
+"""AWS::AutoScaling::AutoScalingGroup as a table: capacities and the other declared scalars, subnets/zones as sets,
+tags.
 
-Reads: DescribeAutoScalingGroups by name, 100 a call (or all of them for the
-unmanaged view). Revert: one UpdateAutoScalingGroup carrying every drifted
-scalar, plus one tag call each way.
+Reads: DescribeAutoScalingGroups by name, 100 a call (all of them for the unmanaged view); tags come with it.
+Revert: one UpdateAutoScalingGroup carrying only the drifted settings, plus one tag call each way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ....diff.aws_compare import CompareSpec, canonical_scalar, tags_to_map
-from ....model import AwsDeclaration, Change
-from ..base import Adapter, Ctx, Live, changed_top, chunks, resolved, tag_delta
+from ....diff.aws_compare import CompareSpec, canonical_scalar
+from ..base import Live
 from ..registry import register
+from ..spec import Create, ListCall, Lookup, Prop, SpecAdapter, Tags, TypeSpec, Write
 
 # CloudFormation property -> DescribeAutoScalingGroups / UpdateAutoScalingGroup field
 _SCALARS = {
@@ -28,6 +28,8 @@ _SCALARS = {
 _INT = {"MinSize", "MaxSize", "DesiredCapacity", "DefaultCooldown", "HealthCheckGracePeriod", "MaxInstanceLifetime",
         "DefaultInstanceWarmup"}
 _BOOL = {"CapacityRebalance", "NewInstancesProtectedFromScaleIn"}
+_LISTS = ("AvailabilityZones", "TargetGroupARNs", "LoadBalancerNames", "TerminationPolicies")
+_UPDATABLE = frozenset({*_SCALARS, "LaunchTemplate", "VPCZoneIdentifier", "AvailabilityZones", "TerminationPolicies"})
 
 
 def _api_value(api_key: str, v: Any) -> Any:
@@ -38,115 +40,76 @@ def _api_value(api_key: str, v: Any) -> Any:
     return v
 
 
-def _launch_template(lt: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: lt[k] for k in ("LaunchTemplateId", "LaunchTemplateName", "Version") if lt.get(k) is not None}
+def _launch_template(lt: Any) -> Any:
+    return {k: lt[k] for k in ("LaunchTemplateId", "LaunchTemplateName", "Version") if lt.get(k) is not None} \
+        if isinstance(lt, Mapping) else lt
+
+
+def _list(key: str) -> Callable[[Mapping[str, Any]], list[Any]]:
+    return lambda g: list(g.get(key) or [])
+
+
+def _subnets(v: Any) -> Any:
+    return [s for s in v.split(",") if s] if isinstance(v, str) else v
+
+
+def _params(props: Mapping[str, Any], keys: set[str]) -> dict[str, Any]:
+    """Create/Update parameters for the ``keys`` among the declared ``props``."""
+    params: dict[str, Any] = {}
+    for cfn, api in _SCALARS.items():
+        if cfn in keys and props.get(cfn) is not None:
+            params[api] = _api_value(api, props[cfn])
+    if "LaunchTemplate" in keys and isinstance(props.get("LaunchTemplate"), Mapping):
+        params["LaunchTemplate"] = _launch_template(props["LaunchTemplate"])
+    if "VPCZoneIdentifier" in keys and props.get("VPCZoneIdentifier"):
+        v = props["VPCZoneIdentifier"]
+        params["VPCZoneIdentifier"] = v if isinstance(v, str) else ",".join(v)
+    for k in ("AvailabilityZones", "TerminationPolicies"):
+        if k in keys and props.get(k):
+            params[k] = list(props[k])
+    return params
+
+
+def _update(live: Live, p: Mapping[str, Any]) -> dict[str, Any] | None:
+    params = _params(p, set(live["_changed"]))  # only what drifted: an unchanged capacity is never re-sent
+    return {"AutoScalingGroupName": live["AutoScalingGroupName"], **params} if params else None
+
+
+def _tag(name: str, k: str, v: str) -> dict[str, Any]:
+    return {"ResourceId": name, "ResourceType": "auto-scaling-group", "Key": k, "Value": v, "PropagateAtLaunch": True}
+
+
+def _create(name: str, p: Mapping[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+    params = _params(p, set(p))
+    params.setdefault("MinSize", 0)
+    params.setdefault("MaxSize", max(1, params["MinSize"]))
+    return {"AutoScalingGroupName": name, **params,
+            **({"Tags": [_tag(name, k, v) for k, v in tags.items()]} if tags else {})}
 
 
 @register
-class AutoScalingGroup(Adapter):
-    type_name = "AWS::AutoScaling::AutoScalingGroup"
-    service = "autoscaling"
-    name_property = "AutoScalingGroupName"
-    properties = frozenset({"AutoScalingGroupName", *_SCALARS, "LaunchTemplate", "AvailabilityZones", "TargetGroupARNs",
-                            "LoadBalancerNames", "TerminationPolicies", "VPCZoneIdentifier", "Tags"})
-    read_permissions = ("autoscaling:DescribeAutoScalingGroups",)
-    revert_permissions = ("autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup",
-                          "autoscaling:CreateOrUpdateTags", "autoscaling:DeleteTags", "iam:PassRole",
-                          "ec2:RunInstances", "ec2:CreateTags")
-    spec = CompareSpec(sets={"/AvailabilityZones": str, "/VPCZoneIdentifier": str, "/TargetGroupARNs": str,
-                             "/LoadBalancerNames": str, "/TerminationPolicies": str},
-                       closed=("/Tags",))
-
-    def normalize(self, props: Mapping[str, Any]) -> dict[str, Any]:
-        out = super().normalize(props)
-        if isinstance(out.get("VPCZoneIdentifier"), str):
-            out["VPCZoneIdentifier"] = [s for s in out["VPCZoneIdentifier"].split(",") if s]
-        if isinstance(out.get("LaunchTemplate"), Mapping):
-            out["LaunchTemplate"] = _launch_template(out["LaunchTemplate"])
-        return out
-
-    @staticmethod
-    def _live(g: Mapping[str, Any]) -> Live:
-        live: Live = {"AutoScalingGroupName": g["AutoScalingGroupName"]}
-        for cfn, api in _SCALARS.items():
-            if g.get(api) is not None:
-                live[cfn] = g[api]
-        if g.get("LaunchTemplate"):
-            live["LaunchTemplate"] = dict(g["LaunchTemplate"])
-        for k in ("AvailabilityZones", "TargetGroupARNs", "LoadBalancerNames", "TerminationPolicies"):
-            live[k] = list(g.get(k) or [])
-        live["VPCZoneIdentifier"] = g.get("VPCZoneIdentifier") or ""
-        live["Tags"] = [{"Key": t["Key"], "Value": t.get("Value", "")} for t in g.get("Tags") or []]
-        return live
-
-    async def _all(self, ctx: Ctx) -> list[dict[str, Any]]:
-        async def fetch() -> list[dict[str, Any]]:
-            return await ctx.paginate("autoscaling", "describe_auto_scaling_groups", "AutoScalingGroups",
-                                      MaxRecords=100)
-        groups: list[dict[str, Any]] = await ctx.once("autoscaling:groups", fetch)
-        return groups
-
-    async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
-        names = sorted({self.physical_id(d) for d in decls})
-        if ctx.unmanaged:
-            groups = await self._all(ctx)
-        else:
-            groups = []
-            for part in chunks(names, 100):
-                groups += await ctx.paginate("autoscaling", "describe_auto_scaling_groups", "AutoScalingGroups",
-                                             AutoScalingGroupNames=list(part), MaxRecords=100)
-        wanted = set(names)
-        return {g["AutoScalingGroupName"]: self._live(g) for g in groups if g["AutoScalingGroupName"] in wanted}
-
-    async def list_all(self, ctx: Ctx) -> dict[str, Mapping[str, str]]:
-        return {g["AutoScalingGroupName"]: {t["Key"]: t.get("Value", "") for t in g.get("Tags") or []}
-                for g in await self._all(ctx)}
-
-    def _params(self, props: Mapping[str, Any], keys: set[str]) -> dict[str, Any]:
-        params: dict[str, Any] = {}
-        for cfn, api in _SCALARS.items():
-            if cfn in keys and props.get(cfn) is not None:
-                params[api] = _api_value(api, props[cfn])
-        if "LaunchTemplate" in keys and isinstance(props.get("LaunchTemplate"), Mapping):
-            params["LaunchTemplate"] = _launch_template(props["LaunchTemplate"])
-        if "VPCZoneIdentifier" in keys and props.get("VPCZoneIdentifier"):
-            v = props["VPCZoneIdentifier"]
-            params["VPCZoneIdentifier"] = v if isinstance(v, str) else ",".join(v)
-        for k in ("AvailabilityZones", "TerminationPolicies"):
-            if k in keys and props.get(k):
-                params[k] = list(props[k])
-        return params
-
-    def _tag(self, name: str, k: str, v: str) -> dict[str, Any]:
-        return {"ResourceId": name, "ResourceType": "auto-scaling-group", "Key": k, "Value": v,
-                "PropagateAtLaunch": True}
-
-    async def revert(self, ctx: Ctx, decl: AwsDeclaration, live: Live, changes: Sequence[Change]) -> None:
-        top = changed_top(changes)
-        props = resolved(decl)
-        name = self.physical_id(decl)
-        params = self._params(props, top)
-        if params:
-            await ctx.call("autoscaling", "update_auto_scaling_group", AutoScalingGroupName=name, **params)
-        if "Tags" in top:
-            to_set, to_remove = tag_delta(decl, live.get("Tags"), ctx)
-            if to_set:
-                await ctx.call("autoscaling", "create_or_update_tags",
-                               Tags=[self._tag(name, k, v) for k, v in to_set.items()])
-            if to_remove:
-                await ctx.call("autoscaling", "delete_tags", Tags=[{"ResourceId": name,
-                                                                    "ResourceType": "auto-scaling-group", "Key": k}
-                                                                   for k in to_remove])
-
-    async def create(self, ctx: Ctx, decl: AwsDeclaration) -> None:
-        props = resolved(decl)
-        name = self.physical_id(decl)
-        params = self._params(props, set(props))
-        params.setdefault("MinSize", 0)
-        params.setdefault("MaxSize", max(1, params["MinSize"]))
-        tags = dict(ctx.tag_filter)
-        tags.update(tags_to_map(props.get("Tags")))
-        if tags:
-            params["Tags"] = [self._tag(name, k, v) for k, v in tags.items()]
-        await ctx.call("autoscaling", "create_auto_scaling_group", AutoScalingGroupName=name, **params)
-        ctx.memo.pop("autoscaling:groups", None)
+class AutoScalingGroup(SpecAdapter):
+    table = TypeSpec(
+        type_name="AWS::AutoScaling::AutoScalingGroup", service="autoscaling", name_property="AutoScalingGroupName",
+        list=ListCall("describe_auto_scaling_groups", "AutoScalingGroups", params={"MaxRecords": 100},
+                      lookup=Lookup("describe_auto_scaling_groups",
+                                    lambda names: {"AutoScalingGroupNames": names, "MaxRecords": 100},
+                                    "AutoScalingGroups", size=100, cursor=("NextToken", "NextToken"))),
+        item_id=lambda g: str(g["AutoScalingGroupName"]),
+        ids=lambda g: {"AutoScalingGroupName": g["AutoScalingGroupName"]},
+        props={**{cfn: Prop(api) for cfn, api in _SCALARS.items()},
+               "LaunchTemplate": Prop(lambda g: dict(g["LaunchTemplate"]) if g.get("LaunchTemplate") else None,
+                                      normalize=_launch_template),
+               **{k: Prop(_list(k)) for k in _LISTS},
+               "VPCZoneIdentifier": Prop(lambda g: g.get("VPCZoneIdentifier") or "", normalize=_subnets)},
+        tags=Tags(set_op="create_or_update_tags",
+                  set_params=lambda live, t: {"Tags": [_tag(live["AutoScalingGroupName"], k, v) for k, v in t.items()]},
+                  unset_op="delete_tags",
+                  unset_params=lambda live, keys: {"Tags": [
+                      {"ResourceId": live["AutoScalingGroupName"], "ResourceType": "auto-scaling-group", "Key": k}
+                      for k in keys]}),
+        compare=CompareSpec(sets={f"/{k}": str for k in (*_LISTS, "VPCZoneIdentifier")}, closed=("/Tags",)),
+        writes=(Write("update_auto_scaling_group", _UPDATABLE, _update),),
+        create=Create("create_auto_scaling_group", _create),
+        extra_write_actions=("iam:PassRole", "ec2:RunInstances", "ec2:CreateTags"),  # what creating a group needs
+    )

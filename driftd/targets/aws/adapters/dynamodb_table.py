@@ -1,136 +1,115 @@
-"""AWS::DynamoDB::Table: BillingMode, ProvisionedThroughput, PointInTimeRecovery, streams, keys, Tags.
+"""AWS::DynamoDB::Table as a table: BillingMode, ProvisionedThroughput, PointInTimeRecovery, streams, keys, Tags.
 
-DynamoDB has no batch describe: DescribeTable per declared table, plus
-DescribeContinuousBackups / ListTagsOfResource only when those properties are
-declared. ListTables (100 a page) for the unmanaged view.
+DynamoDB has no batch describe: DescribeTable per declared table (ListTables, 100 a page, only for the unmanaged
+view, which needs names alone unless a tag filter asks for tags), plus DescribeContinuousBackups /
+ListTagsOfResource only when those properties are declared. Revert: one UpdateTable carrying only the drifted
+settings (DynamoDB refuses an update that re-sends an unchanged stream or throughput), one
+UpdateContinuousBackups, one tag call each way; a changed key schema needs a new table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from ....diff.aws_compare import CompareSpec, canonical_scalar, tags_to_map
-from ....errors import TargetError
-from ....model import AwsDeclaration, Change
-from ..base import Adapter, ApiError, Ctx, Live, changed_top, kv_tags, per_resource, resolved, tag_delta
+from ....diff.aws_compare import CompareSpec, canonical_scalar
+from ..base import Live
 from ..registry import register
+from ..spec import Create, ListCall, Lookup, Prop, Read, SpecAdapter, Tags, TypeSpec, Write, kv
 
 
 def _attr_name(a: Any) -> str:
     return str(a.get("AttributeName")) if isinstance(a, Mapping) else str(a)
 
 
+def _mode(t: Mapping[str, Any]) -> str:
+    return str((t.get("BillingModeSummary") or {}).get("BillingMode") or "PROVISIONED")
+
+
+def _live_throughput(t: Mapping[str, Any]) -> dict[str, Any] | None:
+    pt = t.get("ProvisionedThroughput") or {}
+    return {"ReadCapacityUnits": pt.get("ReadCapacityUnits"), "WriteCapacityUnits": pt.get("WriteCapacityUnits")} \
+        if _mode(t) == "PROVISIONED" else None
+
+
+def _live_stream(t: Mapping[str, Any]) -> dict[str, Any] | None:
+    ss = t.get("StreamSpecification") or {}
+    return {"StreamViewType": ss.get("StreamViewType")} if ss.get("StreamEnabled") else None
+
+
+def _live_pitr(a: Mapping[str, Any]) -> dict[str, bool]:
+    status = ((a.get("ContinuousBackupsDescription") or {}).get("PointInTimeRecoveryDescription") or {}).get(
+        "PointInTimeRecoveryStatus")
+    return {"PointInTimeRecoveryEnabled": status == "ENABLED"}
+
+
+def _throughput(props: Mapping[str, Any]) -> dict[str, int]:
+    pt = props.get("ProvisionedThroughput") or {}
+    return {"ReadCapacityUnits": int(pt.get("ReadCapacityUnits", 1)),
+            "WriteCapacityUnits": int(pt.get("WriteCapacityUnits", 1))}
+
+
+def _stream(props: Mapping[str, Any]) -> dict[str, Any]:
+    return {"StreamEnabled": True, "StreamViewType": props["StreamSpecification"]["StreamViewType"]}
+
+
+def _update(live: Live, p: Mapping[str, Any]) -> dict[str, Any] | None:
+    top = live["_changed"]
+    update: dict[str, Any] = {}
+    if "BillingMode" in top and p.get("BillingMode"):
+        update["BillingMode"] = p["BillingMode"]
+    if top & {"BillingMode", "ProvisionedThroughput"} and p.get("ProvisionedThroughput") and \
+            p.get("BillingMode", "PROVISIONED") == "PROVISIONED":  # switching to provisioned needs the throughput
+        update["ProvisionedThroughput"] = _throughput(p)
+    if "StreamSpecification" in top and isinstance(p.get("StreamSpecification"), Mapping):
+        update["StreamSpecification"] = _stream(p)
+    return {"TableName": live["TableName"], **update} if update else None
+
+
+def _pitr(live: Live, p: Mapping[str, Any]) -> dict[str, Any] | None:
+    spec = p.get("PointInTimeRecoverySpecification")
+    if not isinstance(spec, Mapping):
+        return None
+    enabled = canonical_scalar(spec.get("PointInTimeRecoveryEnabled", False)) == "true"
+    return {"TableName": live["TableName"], "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": enabled}}
+
+
+def _create(name: str, p: Mapping[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+    mode = str(p.get("BillingMode") or "PROVISIONED")
+    return {"TableName": name, "KeySchema": p["KeySchema"], "AttributeDefinitions": p["AttributeDefinitions"],
+            "BillingMode": mode, **({"ProvisionedThroughput": _throughput(p)} if mode == "PROVISIONED" else {}),
+            **({"StreamSpecification": _stream(p)} if isinstance(p.get("StreamSpecification"), Mapping) else {}),
+            **({"Tags": kv(tags)} if tags else {})}
+
+
+_PITR = Write("update_continuous_backups", frozenset({"PointInTimeRecoverySpecification"}), _pitr)
+
+
 @register
-class Table(Adapter):
-    type_name = "AWS::DynamoDB::Table"
-    service = "dynamodb"
-    name_property = "TableName"
-    properties = frozenset({"TableName", "BillingMode", "KeySchema", "AttributeDefinitions",
-                            "ProvisionedThroughput", "StreamSpecification", "PointInTimeRecoverySpecification",
-                            "Tags", "TableClass"})
-    read_permissions = ("dynamodb:DescribeTable", "dynamodb:DescribeContinuousBackups",
-                        "dynamodb:ListTagsOfResource", "dynamodb:ListTables")
-    revert_permissions = ("dynamodb:CreateTable", "dynamodb:UpdateTable", "dynamodb:UpdateContinuousBackups",
-                          "dynamodb:TagResource", "dynamodb:UntagResource")
-    spec = CompareSpec(sets={"/AttributeDefinitions": _attr_name}, closed=("/Tags",))
-
-    async def _read_one(self, ctx: Ctx, name: str, props: set[str]) -> Live | None:
-        try:
-            t = (await ctx.call("dynamodb", "describe_table", TableName=name))["Table"]
-        except ApiError as e:
-            if e.code == "ResourceNotFoundException":
-                return None
-            raise
-        live: Live = {"TableName": name, "TableArn": t.get("TableArn"),
-                      "BillingMode": (t.get("BillingModeSummary") or {}).get("BillingMode") or "PROVISIONED",
-                      "KeySchema": t.get("KeySchema") or [],
-                      "AttributeDefinitions": t.get("AttributeDefinitions") or [],
-                      "TableClass": (t.get("TableClassSummary") or {}).get("TableClass") or "STANDARD"}
-        pt = t.get("ProvisionedThroughput") or {}
-        if live["BillingMode"] == "PROVISIONED":
-            live["ProvisionedThroughput"] = {"ReadCapacityUnits": pt.get("ReadCapacityUnits"),
-                                             "WriteCapacityUnits": pt.get("WriteCapacityUnits")}
-        ss = t.get("StreamSpecification") or {}
-        if ss.get("StreamEnabled"):
-            live["StreamSpecification"] = {"StreamViewType": ss.get("StreamViewType")}
-        if "PointInTimeRecoverySpecification" in props:
-            cb = (await ctx.call("dynamodb", "describe_continuous_backups", TableName=name))[
-                "ContinuousBackupsDescription"]
-            status = (cb.get("PointInTimeRecoveryDescription") or {}).get("PointInTimeRecoveryStatus")
-            live["PointInTimeRecoverySpecification"] = {"PointInTimeRecoveryEnabled": status == "ENABLED"}
-        if "Tags" in props:
-            live["Tags"] = await ctx.paginate("dynamodb", "list_tags_of_resource", "Tags",
-                                              ResourceArn=t["TableArn"])
-        return live
-
-    async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
-        props = self.declared(decls)
-        return await per_resource(ctx, self.type_name, [self.physical_id(d) for d in decls],
-                                  lambda n: self._read_one(ctx, n, props))
-
-    async def list_all(self, ctx: Ctx) -> dict[str, Mapping[str, str]]:
-        names = await ctx.paginate("dynamodb", "list_tables", "TableNames",
-                                   cursor=("ExclusiveStartTableName", "LastEvaluatedTableName"),
-                                   Limit=100)
-        if not ctx.tag_filter:
-            return {n: {} for n in names}
-        tagged = await per_resource(ctx, self.type_name, names, lambda n: self._read_one(ctx, n, {"Tags"}))
-        return {n: tags_to_map(v.get("Tags")) for n, v in tagged.items()}
-
-    @staticmethod
-    def _throughput(props: Mapping[str, Any]) -> dict[str, int]:
-        pt = props.get("ProvisionedThroughput") or {}
-        return {"ReadCapacityUnits": int(pt.get("ReadCapacityUnits", 1)),
-                "WriteCapacityUnits": int(pt.get("WriteCapacityUnits", 1))}
-
-    async def _pitr(self, ctx: Ctx, name: str, props: Mapping[str, Any]) -> None:
-        spec = props.get("PointInTimeRecoverySpecification") or {}
-        enabled = canonical_scalar(spec.get("PointInTimeRecoveryEnabled", False)) == "true"
-        await ctx.call("dynamodb", "update_continuous_backups", TableName=name,
-                       PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": enabled})
-
-    async def revert(self, ctx: Ctx, decl: AwsDeclaration, live: Live, changes: Sequence[Change]) -> None:
-        top = changed_top(changes)
-        props = resolved(decl)
-        name = self.physical_id(decl)
-        if top & {"KeySchema", "TableName"}:
-            raise TargetError("KeySchema cannot change without replacing the table", subject=name)
-        update: dict[str, Any] = {}
-        if "BillingMode" in top and props.get("BillingMode"):
-            update["BillingMode"] = props["BillingMode"]
-        if (top & {"BillingMode", "ProvisionedThroughput"}) and props.get("ProvisionedThroughput") and \
-                props.get("BillingMode", "PROVISIONED") == "PROVISIONED":
-            update["ProvisionedThroughput"] = self._throughput(props)
-        if "StreamSpecification" in top and isinstance(props.get("StreamSpecification"), Mapping):
-            update["StreamSpecification"] = {"StreamEnabled": True,
-                                             "StreamViewType": props["StreamSpecification"]["StreamViewType"]}
-        if update:
-            await ctx.call("dynamodb", "update_table", TableName=name, **update)
-        if "PointInTimeRecoverySpecification" in top:
-            await self._pitr(ctx, name, props)
-        if "Tags" in top:
-            to_set, to_remove = tag_delta(decl, live.get("Tags"), ctx)
-            if to_set:
-                await ctx.call("dynamodb", "tag_resource", ResourceArn=live["TableArn"], Tags=kv_tags(to_set))
-            if to_remove:
-                await ctx.call("dynamodb", "untag_resource", ResourceArn=live["TableArn"], TagKeys=to_remove)
-
-    async def create(self, ctx: Ctx, decl: AwsDeclaration) -> None:
-        props = resolved(decl)
-        name = self.physical_id(decl)
-        mode = str(props.get("BillingMode") or "PROVISIONED")
-        params: dict[str, Any] = {"TableName": name, "KeySchema": props["KeySchema"],
-                                  "AttributeDefinitions": props["AttributeDefinitions"], "BillingMode": mode}
-        if mode == "PROVISIONED":
-            params["ProvisionedThroughput"] = self._throughput(props)
-        if isinstance(props.get("StreamSpecification"), Mapping):
-            params["StreamSpecification"] = {"StreamEnabled": True,
-                                             "StreamViewType": props["StreamSpecification"]["StreamViewType"]}
-        tags = dict(ctx.tag_filter)
-        tags.update(tags_to_map(props.get("Tags")))
-        if tags:
-            params["Tags"] = kv_tags(tags)
-        await ctx.call("dynamodb", "create_table", **params)
-        if isinstance(props.get("PointInTimeRecoverySpecification"), Mapping):
-            await self._pitr(ctx, name, props)
+class Table(SpecAdapter):
+    table = TypeSpec(
+        type_name="AWS::DynamoDB::Table", service="dynamodb", name_property="TableName",
+        list=ListCall("list_tables", "TableNames", ("ExclusiveStartTableName", "LastEvaluatedTableName"),
+                      {"Limit": 100}, ids_only=True,
+                      lookup=Lookup("describe_table", lambda names: {"TableName": names[0]}, "Table",
+                                    missing=("ResourceNotFoundException",))),
+        item_id=lambda t: str(t["TableName"]),
+        ids=lambda t: {"TableName": t["TableName"], "TableArn": t["TableArn"]},
+        reads=(Read("describe_continuous_backups", lambda t: {"TableName": t["TableName"]}),),
+        props={"BillingMode": Prop(_mode), "KeySchema": Prop(lambda t: t.get("KeySchema") or []),
+               "AttributeDefinitions": Prop(lambda t: t.get("AttributeDefinitions") or []),
+               "TableClass": Prop(lambda t: (t.get("TableClassSummary") or {}).get("TableClass") or "STANDARD"),
+               "ProvisionedThroughput": Prop(_live_throughput), "StreamSpecification": Prop(_live_stream),
+               "PointInTimeRecoverySpecification": Prop(_live_pitr, source=0)},
+        tags=Tags(read=Read("list_tags_of_resource", lambda t: {"ResourceArn": t["TableArn"]},
+                            pages=("Tags", "NextToken", "NextToken")),
+                  set_op="tag_resource", set_params=lambda live, t: {"ResourceArn": live["TableArn"], "Tags": kv(t)},
+                  unset_op="untag_resource",
+                  unset_params=lambda live, k: {"ResourceArn": live["TableArn"], "TagKeys": k}),
+        compare=CompareSpec(sets={"/AttributeDefinitions": _attr_name}, closed=("/Tags",)),
+        writes=(Write("update_table", frozenset({"BillingMode", "ProvisionedThroughput", "StreamSpecification"}),
+                      _update), _PITR),
+        immutable=frozenset({"KeySchema"}),
+        create=Create("create_table", _create, then=(_PITR,),
+                      id_from=lambda name, a: {"TableName": name, "TableArn": a["TableDescription"]["TableArn"]}),
+    )

@@ -1,126 +1,80 @@
-"""AWS::SSM::Parameter: Value, Type, Description, Tags (and the other scalar properties).
+"""AWS::SSM::Parameter as a table: Value, Type, Description, Tags (and the other scalar properties).
 
-A SecureString value is decrypted to compare it and never leaves the process:
-a changed value is reported as ``(redacted)`` on both sides. Reads:
-GetParameters (10 names a call) for values and types, DescribeParameters only
-when a property it alone knows is declared or unmanaged parameters are wanted,
-ListTagsForResource per parameter only when tags are declared.
+A SecureString value is decrypted to compare it and never leaves the process: a changed value is reported as
+``(redacted)`` on both sides. Reads: GetParameters (10 names a call) for values and types, with no listing at
+all when nothing else is declared (a name it does not answer for does not exist); DescribeParameters by name
+(50 a call; the whole region for the unmanaged view) only when a property it alone knows is declared or nothing
+but existence is checked; ListTagsForResource per parameter only when tags are declared. Revert: one
+PutParameter for every drifted setting, one tag call each way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ....diff.aws_compare import CompareSpec, redact, tags_to_map
+from ....diff.aws_compare import redact
 from ....model import AwsDeclaration, Change
-from ..base import Adapter, Ctx, Live, changed_top, chunks, kv_tags, per_resource, resolved, tag_delta
+from ..base import Ctx, Live
 from ..registry import register
+from ..spec import BatchRead, Create, ListCall, Lookup, Prop, Read, SpecAdapter, Tags, TypeSpec, Write, kv
 
 SECURE = "SecureString"
 _DESCRIBED = ("Description", "AllowedPattern", "Tier", "DataType")
 _PUT_KEYS = ("Type", "Description", "AllowedPattern", "Tier", "DataType")
 
 
+def _settings(p: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: str(p[k]) for k in _PUT_KEYS if p.get(k) is not None}
+
+
+def _put(live: Live, p: Mapping[str, Any]) -> dict[str, Any]:
+    """PutParameter carries the value with every setting: the declared one, else the live one (read for it)."""
+    params: dict[str, Any] = {"Name": live["Name"], "Overwrite": True,
+                              "Value": str(p.get("Value", live.get("Value", ""))), **_settings(p)}
+    params.setdefault("Type", live.get("Type") or "String")
+    return params
+
+
+def _create(name: str, p: Mapping[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+    return {"Name": name, "Value": str(p.get("Value", "")), "Type": "String", **_settings(p),
+            **({"Tags": kv(tags)} if tags else {})}
+
+
 @register
-class Parameter(Adapter):
-    type_name = "AWS::SSM::Parameter"
-    service = "ssm"
-    name_property = "Name"
-    properties = frozenset({"Name", "Type", "Value", "Description", "AllowedPattern", "Tier", "DataType", "Tags"})
-    read_permissions = ("ssm:GetParameters", "ssm:DescribeParameters", "ssm:ListTagsForResource", "kms:Decrypt")
-    revert_permissions = ("ssm:PutParameter", "ssm:AddTagsToResource", "ssm:RemoveTagsFromResource", "kms:Encrypt")
-    spec = CompareSpec(closed=("/Tags",))
+class Parameter(SpecAdapter):
+    table = TypeSpec(
+        type_name="AWS::SSM::Parameter", service="ssm", name_property="Name",
+        list=ListCall("describe_parameters", "Parameters", params={"MaxResults": 50},
+                      lookup=Lookup("describe_parameters", lambda names: {
+                          "MaxResults": 50, "ParameterFilters": [{"Key": "Name", "Option": "Equals", "Values": names}]},
+                          "Parameters", size=50, cursor=("NextToken", "NextToken"))),
+        item_id=lambda p: str(p["Name"]),
+        ids=lambda p: {"Name": p["Name"]},
+        from_name=lambda name: {"Name": name},
+        reads=(BatchRead("get_parameters", lambda items: {"Names": [i["Name"] for i in items], "WithDecryption": True},
+                         "Parameters", answer_id=lambda a: str(a["Name"]), size=10),),
+        props={"Type": Prop("Type", source=0), "Value": Prop("Value", source=0),
+               **{k: Prop(k) for k in _DESCRIBED}},
+        tags=Tags(read=Read("list_tags_for_resource", lambda p: {"ResourceType": "Parameter", "ResourceId": p["Name"]}),
+                  result_key="TagList",
+                  set_op="add_tags_to_resource", set_params=lambda live, t: {
+                      "ResourceType": "Parameter", "ResourceId": live["Name"], "Tags": kv(t)},
+                  unset_op="remove_tags_from_resource", unset_params=lambda live, k: {
+                      "ResourceType": "Parameter", "ResourceId": live["Name"], "TagKeys": k}),
+        writes=(Write("put_parameter", frozenset({"Value", *_PUT_KEYS}), _put),),
+        create=Create("put_parameter", _create),
+        extra_read_actions=("kms:Decrypt",),  # SecureString values are read decrypted
+        extra_write_actions=("kms:Encrypt",),
+    )
+
+    def declared(self, decls: Iterable[AwsDeclaration], ctx: Ctx | None = None) -> set[str]:
+        # A setting is reverted by PutParameter, which needs the value too: read it when only settings are declared
+        # (a revert must not overwrite an undeclared value with an empty one).
+        out = super().declared(decls, ctx)
+        return out | {"Value"} if out & set(_DESCRIBED) else out
 
     def compare(self, decl: AwsDeclaration, live: Mapping[str, Any], tag_filter: Mapping[str, str]) -> list[Change]:
         changes = super().compare(decl, live, tag_filter)
         secure = SECURE in (decl.properties.get("Type"), live.get("Type"))
         return [redact(c) if secure and c.path == "/Value" else c for c in changes]
-
-    async def _describe_all(self, ctx: Ctx) -> list[dict[str, Any]]:
-        async def fetch() -> list[dict[str, Any]]:
-            return await ctx.paginate("ssm", "describe_parameters", "Parameters", MaxResults=50)
-        items: list[dict[str, Any]] = await ctx.once("ssm:parameters", fetch)
-        return items
-
-    async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
-        props = self.declared(decls)
-        names = sorted({self.physical_id(d) for d in decls})
-        live: dict[str, Live] = {}
-        need_describe = ctx.unmanaged or bool(props & set(_DESCRIBED)) or not props & {"Value", "Type"}
-        if need_describe:
-            if ctx.unmanaged:
-                described = await self._describe_all(ctx)
-            else:
-                described = []
-                for part in chunks(names, 50):
-                    described += await ctx.paginate(
-                        "ssm", "describe_parameters", "Parameters", MaxResults=50,
-                        ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": list(part)}])
-            wanted = set(names)
-            for p in described:
-                if p["Name"] in wanted:
-                    live[p["Name"]] = {"Name": p["Name"], "Type": p.get("Type"), "Description": p.get("Description"),
-                                       "AllowedPattern": p.get("AllowedPattern"), "Tier": p.get("Tier"),
-                                       "DataType": p.get("DataType")}
-        if props & {"Value", "Type"}:
-            fetch = [n for n in names if n in live] if need_describe else names
-            for part in chunks(fetch, 10):
-                r = await ctx.call("ssm", "get_parameters", Names=list(part), WithDecryption=True)
-                for p in r.get("Parameters") or []:
-                    entry = live.setdefault(p["Name"], {"Name": p["Name"]})
-                    entry["Type"] = p.get("Type")
-                    entry["Value"] = p.get("Value")
-        if "Tags" in props:
-            async def tags(name: str) -> Live:
-                r = await ctx.call("ssm", "list_tags_for_resource", ResourceType="Parameter", ResourceId=name)
-                live[name]["Tags"] = r.get("TagList") or []
-                return live[name]
-            await per_resource(ctx, self.type_name, list(live), tags)
-        return {n: v for n, v in live.items() if (self.type_name, n) not in ctx.failed}
-
-    async def list_all(self, ctx: Ctx) -> dict[str, Mapping[str, str]]:
-        names = [p["Name"] for p in await self._describe_all(ctx)]
-        if not ctx.tag_filter:
-            return {n: {} for n in names}
-
-        async def tags(name: str) -> Live:
-            r = await ctx.call("ssm", "list_tags_for_resource", ResourceType="Parameter", ResourceId=name)
-            return {"Tags": r.get("TagList") or []}
-        tagged = await per_resource(ctx, self.type_name, names, tags)
-        return {n: tags_to_map(v.get("Tags")) for n, v in tagged.items()}
-
-    async def revert(self, ctx: Ctx, decl: AwsDeclaration, live: Live, changes: Sequence[Change]) -> None:
-        top = changed_top(changes)
-        props = resolved(decl)
-        name = self.physical_id(decl)
-        if top & {"Value", *_PUT_KEYS}:
-            params: dict[str, Any] = {"Name": name, "Overwrite": True,
-                                      "Value": str(props.get("Value", live.get("Value", "")))}
-            for k in _PUT_KEYS:
-                if props.get(k) is not None:
-                    params[k] = str(props[k])
-            params.setdefault("Type", live.get("Type") or "String")
-            await ctx.call("ssm", "put_parameter", **params)
-        if "Tags" in top:
-            to_set, to_remove = tag_delta(decl, live.get("Tags"), ctx)
-            if to_set:
-                await ctx.call("ssm", "add_tags_to_resource", ResourceType="Parameter", ResourceId=name,
-                               Tags=kv_tags(to_set))
-            if to_remove:
-                await ctx.call("ssm", "remove_tags_from_resource", ResourceType="Parameter", ResourceId=name,
-                               TagKeys=to_remove)
-
-    async def create(self, ctx: Ctx, decl: AwsDeclaration) -> None:
-        props = resolved(decl)
-        params: dict[str, Any] = {"Name": self.physical_id(decl), "Value": str(props.get("Value", ""))}
-        for k in _PUT_KEYS:
-            if props.get(k) is not None:
-                params[k] = str(props[k])
-        params.setdefault("Type", "String")
-        tags = dict(ctx.tag_filter)
-        tags.update(tags_to_map(props.get("Tags")))
-        if tags:
-            params["Tags"] = kv_tags(tags)
-        await ctx.call("ssm", "put_parameter", **params)
-        ctx.memo.pop("ssm:parameters", None)
