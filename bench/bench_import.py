@@ -9,47 +9,20 @@ environment, which does need botocore.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-PROBE = """
-import json, sys
-from pathlib import Path
-import driftd.daemon
-from driftd.config import parse_config
-cfg = parse_config(json.loads(sys.argv[1]), Path(sys.argv[2]))
-d = driftd.daemon.Daemon(cfg)
-for env in cfg.environments:
-    for kind, name in d.pool.names(env):
-        d.pool.get(kind, name)
-print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & {"botocore", "aioboto3", "kubernetes_asyncio"})))
-"""
-
-
-def config(tmp: Path, aws: bool) -> dict[str, object]:
-    env: dict[str, object] = {"name": "prod", "repository": "envs", "branch": "main", "kubernetes": {"cluster": "c"}}
-    cfg: dict[str, object] = {"daemon": {"state_dir": str(tmp / "state")}, "clusters": [{"name": "c"}],
-                              "repositories": [{"name": "envs", "url": "https://git.example.com/envs.git"}],
-                              "environments": [env]}
-    if aws:
-        cfg["aws_accounts"] = [{"name": "a", "region": "eu-west-1"}]
-        env["aws"] = {"account": "a"}
-    return cfg
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.test_import_seams import loaded_clients, probe_config  # the same probe as the test
 
 
 def run(tmp: Path, aws: bool) -> tuple[float, list[str]]:
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(config(tmp, aws)), str(tmp / "driftd.toml")],
-                         capture_output=True, text=True, check=True, cwd=str(tmp),
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    return time.perf_counter() - t0, json.loads(out.stdout)
+    loaded = loaded_clients(tmp, probe_config(tmp, aws=aws))
+    return time.perf_counter() - t0, loaded
 
 
 def main() -> None:

@@ -11,32 +11,36 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 AWS_STACK = ("botocore", "aiobotocore", "aioboto3", "boto3")
+CLIENTS = (*AWS_STACK, "kubernetes_asyncio")
 
+# Builds the daemon and every target its environments use, as the first pass does, then prints which of
+# CLIENTS' packages were imported. bench/bench_import.py times the same probe.
 PROBE = """
 import json, sys
 from pathlib import Path
 import driftd.daemon
 from driftd.config import parse_config
-from driftd.model import TargetKind
 cfg = parse_config(json.loads(sys.argv[1]), Path(sys.argv[2]))
 d = driftd.daemon.Daemon(cfg)
 for env in cfg.environments:
     for kind, name in d.pool.names(env):
-        d.pool.get(kind, name)  # builds the target, as the first pass does
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {stack})))
-""".replace("{stack}", repr(set(AWS_STACK)))
+        d.pool.get(kind, name)
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & set(json.loads(sys.argv[3])))))
+"""
 
 
-def _loaded(tmp_path: Path, config: dict[str, object]) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(config), str(tmp_path / "driftd.toml")],
-                         capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
+def loaded_clients(tmp_path: Path, config: dict[str, object]) -> list[str]:
+    """The client packages (of CLIENTS) a fresh interpreter imports for ``config``."""
+    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(config), str(tmp_path / "driftd.toml"),
+                          json.dumps(CLIENTS)], capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     loaded: list[str] = json.loads(out.stdout)
     return loaded
 
 
-def _config(tmp_path: Path, *, aws: bool) -> dict[str, object]:
+def probe_config(tmp_path: Path, *, aws: bool) -> dict[str, object]:
+    """One Kubernetes environment; with ``aws``, an AWS account and the same environment's AWS part too."""
     env: dict[str, object] = {"name": "prod", "repository": "envs", "branch": "main",
                               "kubernetes": {"cluster": "c"}}
     cfg: dict[str, object] = {"daemon": {"state_dir": str(tmp_path / "state")}, "clusters": [{"name": "c"}],
@@ -49,12 +53,12 @@ def _config(tmp_path: Path, *, aws: bool) -> dict[str, object]:
 
 
 def test_kubernetes_only_daemon_loads_no_aws_client(tmp_path: Path) -> None:
-    assert _loaded(tmp_path, _config(tmp_path, aws=False)) == []
+    assert set(loaded_clients(tmp_path, probe_config(tmp_path, aws=False))).isdisjoint(AWS_STACK)
 
 
 def test_an_aws_environment_does_load_it(tmp_path: Path) -> None:
     """The probe can fail: with an AWS environment the same steps import botocore."""
-    assert "botocore" in _loaded(tmp_path, _config(tmp_path, aws=True))
+    assert "botocore" in loaded_clients(tmp_path, probe_config(tmp_path, aws=True))
 
 
 def test_the_engine_does_not_probe_targets_for_capabilities() -> None:
