@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from anyio.abc import TaskGroup
 
 from driftd.config import CoordinationSettings
 from driftd.engine.coordination import Coordinator
@@ -105,9 +106,11 @@ def settings(identity: str) -> CoordinationSettings:
 
 
 class Replica:
-    def __init__(self, mem: MemLeases, identity: str, clock: Clock) -> None:
+    def __init__(self, mem: MemLeases, identity: str, clock: Clock, tg: TaskGroup | None = None) -> None:
         self.listener = Listener()
         self.c = Coordinator(settings(identity), mem.view(identity), self.listener, clock=clock)
+        if tg is not None:  # releases run as tasks of the test's group, as they do in the daemon's root group
+            self.c._tg = tg
         self.c.set_environments(ENVS)
         self.first = True
 
@@ -150,9 +153,7 @@ async def test_twelve_environments_shared_by_rendezvous() -> None:
 async def test_dead_replica_taken_over_within_duration_plus_poll() -> None:
     mem, clock = MemLeases(), Clock()
     async with anyio.create_task_group() as tg:
-        rs = [Replica(mem, f"r{i}", clock) for i in range(3)]
-        for r in rs:
-            r.c._tg = tg
+        rs = [Replica(mem, f"r{i}", clock, tg) for i in range(3)]
         await run(rs, clock, 10)  # one renewal: the handover state is published
         dead = rs[1]
         theirs = {e for e in ENVS if dead.c.may_act(e)}
@@ -177,9 +178,7 @@ async def test_dead_replica_taken_over_within_duration_plus_poll() -> None:
 async def test_partitioned_holder_stops_before_anyone_takes_over() -> None:
     mem, clock = MemLeases(), Clock()
     async with anyio.create_task_group() as tg:
-        rs = [Replica(mem, f"r{i}", clock) for i in range(3)]
-        for r in rs:
-            r.c._tg = tg
+        rs = [Replica(mem, f"r{i}", clock, tg) for i in range(3)]
         await run(rs, clock, 6)
         cut = rs[0]
         theirs = {e for e in ENVS if cut.c.may_act(e)}
@@ -201,12 +200,9 @@ async def test_partitioned_holder_stops_before_anyone_takes_over() -> None:
 async def test_joining_replica_gets_its_share_by_handover() -> None:
     mem, clock = MemLeases(), Clock()
     async with anyio.create_task_group() as tg:
-        rs = [Replica(mem, f"r{i}", clock) for i in range(3)]
-        for r in rs:
-            r.c._tg = tg
+        rs = [Replica(mem, f"r{i}", clock, tg) for i in range(3)]
         await run(rs, clock, 6)
-        new = Replica(mem, "r3", clock)
-        new.c._tg = tg
+        new = Replica(mem, "r3", clock, tg)
         rs.append(new)
         start = clock.t
         await run(rs, clock, 8, step=1.0)
