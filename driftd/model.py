@@ -106,6 +106,11 @@ class Pause:
             return "*"
         return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
 
+    @property
+    def what(self) -> str:
+        """What is paused, in words: ``environment``, or the object's scope."""
+        return "environment" if not self.kind else self.scope
+
     def holds(self, now: datetime) -> bool:
         return now < self.until
 

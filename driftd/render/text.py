@@ -49,8 +49,7 @@ def _env_text(env: EnvironmentReport, out: TextIO, st: _Style) -> None:
     if env.error:
         out.write(st("31", f"   error: {env.error}") + "\n")
     for p in env.pauses:
-        what = "environment" if not p.kind else p.scope
-        out.write(st("33", f"   paused: {what} until {p.until:%Y-%m-%d %H:%M:%S}Z by {p.by}: {p.reason}") + "\n")
+        out.write(st("33", f"   paused: {p.what} until {p.until:%Y-%m-%d %H:%M:%S}Z by {p.by}: {p.reason}") + "\n")
     for d in env.drifts:
         _drift_text(d, out, st)
 

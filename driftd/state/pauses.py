@@ -8,7 +8,6 @@ daemon's next read. Each pause and resume is also an audit event (``paused``/``r
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 from ..model import Pause
 from .records import from_ts, ts
@@ -39,9 +38,4 @@ def load(text: str) -> Pause | None:
 
 
 def describe(p: Pause) -> str:
-    what = "environment" if not p.kind else p.scope
-    return f"pause {what} until {p.until.isoformat().replace('+00:00', 'Z')}: {p.reason}"
-
-
-def holding(pauses: list[Pause], now: datetime) -> list[Pause]:
-    return [p for p in pauses if p.holds(now)]
+    return f"pause {p.what} until {p.until.isoformat().replace('+00:00', 'Z')}: {p.reason}"

@@ -335,8 +335,7 @@ class StateStore:
                 if p is None or p.environment != env or (scope is not None and p.scope != scope):
                     continue
                 c.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (pauses.NAMESPACE, key))
-                what = "environment" if not p.kind else p.scope
-                _insert_event(c, AuditEvent(now, env, EventKind.RESUMED, reason=f"{what}: {reason}", actor=by))
+                _insert_event(c, AuditEvent(now, env, EventKind.RESUMED, reason=f"{p.what}: {reason}", actor=by))
                 ended.append(p)
             return ended
 
