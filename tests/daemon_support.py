@@ -103,6 +103,23 @@ class GitRepo:
         self._git("push", "-q", "-f", "origin", f"{branch}:{branch}")
 
 
+def driftd_cli(config: Path, *args: str, timeout: float = 180) -> tuple[int, str, str]:
+    """``driftd ARGS -c CONFIG`` as a subprocess, the way an operator runs it: (exit code, stdout, stderr)."""
+    out = subprocess.run([sys.executable, "-m", "driftd", *args, "-c", str(config)], capture_output=True, text=True,
+                         timeout=timeout, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return out.returncode, out.stdout, out.stderr
+
+
+def driftd_json(config: Path, *args: str) -> tuple[int, Any]:
+    """``driftd ARGS -c CONFIG -o json``: (exit code, the parsed report); output that is not JSON fails the
+    test with the tail of both streams."""
+    code, out, err = driftd_cli(config, *args, "-o", "json")
+    try:
+        return code, json.loads(out)
+    except ValueError as e:
+        raise AssertionError(f"driftd {args} exit {code}: {out[-2000:]} {err[-3000:]}") from e
+
+
 def seed_in_sync(sb: Sandbox, *, repo: str, namespace: str, src: Path, manifest_file: str, manifest: str) -> None:
     """A new bare repository `repo` whose `main` holds kubernetes/<manifest_file>, and the same objects applied
     to a new `namespace` as driftd would (server-side, field manager driftd): an environment that starts in sync."""

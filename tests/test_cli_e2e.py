@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.daemon_support import ROOT, GitRepo, configmap, deployment, write_config
+from tests.daemon_support import GitRepo, configmap, deployment, driftd_cli, write_config
 from tests.sandbox import Sandbox
 from tests.sandbox.procs import free_port
 from tests.test_daemon_aws import OPEN_SSH, aws_envs, aws_setup
@@ -31,9 +28,7 @@ class Cli:
     config: Path
 
     def __call__(self, *args: str) -> tuple[int, str, str]:
-        out = subprocess.run([sys.executable, "-m", "driftd", *args, "-c", str(self.config)], capture_output=True,
-                             text=True, timeout=180, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
-        return out.returncode, out.stdout, out.stderr
+        return driftd_cli(self.config, *args)
 
     def json(self, *args: str) -> tuple[int, dict[str, Any]]:
         code, out, err = self(*args, "-o", "json")

@@ -10,16 +10,13 @@ installed?)" and a second one was needed.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.daemon_support import ROOT, GitRepo, write_config
+from tests.daemon_support import driftd_json as driftd
 from tests.sandbox import Sandbox
 from tests.sandbox.procs import free_port
 
@@ -27,15 +24,6 @@ pytestmark = [pytest.mark.sandbox]
 
 DATA = ROOT / "tests" / "data" / "prometheus-operator"
 CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
-
-
-def driftd(cfg: Path, *args: str) -> tuple[int, Any]:
-    out = subprocess.run([sys.executable, "-m", "driftd", *args, "-c", str(cfg), "-o", "json"], capture_output=True,
-                         text=True, timeout=180, cwd=str(ROOT), env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    try:
-        return out.returncode, json.loads(out.stdout)
-    except ValueError as e:
-        raise AssertionError(f"driftd {args} exit {out.returncode}: {out.stdout[-2000:]} {out.stderr[-3000:]}") from e
 
 
 def _delete_crds(sandbox: Sandbox) -> None:

@@ -5,9 +5,6 @@ and `driftd sync` with prune deletes it and moves the inventory on.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,8 @@ import pytest
 
 from driftd.model import ResourceKey, TargetKind
 from driftd.state import StateStore
-from tests.daemon_support import ROOT, GitRepo, configmap, write_config
+from tests.daemon_support import GitRepo, configmap, write_config
+from tests.daemon_support import driftd_json as driftd
 from tests.sandbox.procs import free_port
 
 CRD = """\
@@ -38,15 +36,6 @@ spec:
           properties:
             spec: {type: object, properties: {size: {type: integer}}}
 """
-
-
-def driftd(cfg: Path, *args: str) -> tuple[int, Any]:
-    out = subprocess.run([sys.executable, "-m", "driftd", *args, "-c", str(cfg), "-o", "json"], capture_output=True,
-                         text=True, timeout=180, cwd=str(ROOT), env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    try:
-        return out.returncode, json.loads(out.stdout)
-    except ValueError as e:
-        raise AssertionError(f"driftd {args} exit {out.returncode}: {out.stdout[-2000:]} {out.stderr[-3000:]}") from e
 
 
 def drifts(report: Any) -> list[tuple[str, str, str]]:

@@ -7,16 +7,15 @@ is clean. Secrets are never written."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.daemon_support import ROOT, GitRepo, write_config
+from tests.daemon_support import GitRepo, write_config
+from tests.daemon_support import driftd_cli as driftd
 from tests.sandbox import Sandbox
 from tests.sandbox.procs import free_port
 
@@ -54,12 +53,6 @@ type: Opaque
 stringData:
   password: from-git
 """
-
-
-def driftd(config: Path, *args: str) -> tuple[int, str, str]:
-    out = subprocess.run([sys.executable, "-m", "driftd", *args, "-c", str(config)], capture_output=True, text=True,
-                         timeout=180, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return out.returncode, out.stdout, out.stderr
 
 
 def git(work: Path, *args: str) -> str:

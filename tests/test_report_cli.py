@@ -4,16 +4,14 @@ HTML and JSON; drifts made with kubectl as an operator would; Secret values neve
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.daemon_support import ROOT, GitRepo, configmap, deployment, write_config
+from tests.daemon_support import GitRepo, configmap, deployment, write_config
+from tests.daemon_support import driftd_cli as driftd
 from tests.sandbox import Sandbox
 from tests.sandbox.procs import free_port
 
@@ -21,12 +19,6 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "type": "Opaque",
           "stringData": {"password": "hunter2-in-git"}}
-
-
-def driftd(config: Path, *args: str) -> tuple[int, str, str]:
-    out = subprocess.run([sys.executable, "-m", "driftd", *args, "-c", str(config)], capture_output=True, text=True,
-                         timeout=180, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return out.returncode, out.stdout, out.stderr
 
 
 def test_report_fresh_and_from_state_store(sandbox: Sandbox, tmp_path: Path) -> None:
