@@ -57,7 +57,9 @@ class Progress:
 
 
 @asynccontextmanager
-async def _open_store(state_dir: Path, *, write: bool) -> AsyncIterator[StateStore | None]:
+async def open_store(state_dir: Path, *, write: bool) -> AsyncIterator[StateStore | None]:
+    """The state store, or None where it cannot be opened (logged: a read-only pass then only loses orphan
+    detection). ``write=False`` opens it read-only and only if it exists."""
     if not write and not db_path(state_dir).exists():
         yield None
         return
@@ -155,7 +157,7 @@ async def _run_with(config: Config, state_dir: Path, envs: Sequence[EnvironmentS
     progress = Progress(len(envs))
     reports: dict[str, EnvironmentReport] = {}
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(_open_store(state_dir, write=pass_kind == PassKind.SYNC))
+        store = await stack.enter_async_context(open_store(state_dir, write=pass_kind == PassKind.SYNC))
         stack.push_async_callback(pool.aclose)
         actor = f"cli:{_user()}" if pass_kind == PassKind.SYNC else "driftd"
         # CHECK passes only read the inventory from the store; they return before recording.
@@ -207,7 +209,7 @@ async def _baseline(config: Config, env: EnvironmentSettings, objects: Sequence[
     sources = Sources(config)
     pool = TargetPool(config)
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(_open_store(config.daemon.state_dir, write=True))
+        store = await stack.enter_async_context(open_store(config.daemon.state_dir, write=True))
         if store is None:
             return [], f"the state store in {config.daemon.state_dir} cannot be opened: nothing can be recorded"
         stack.push_async_callback(pool.aclose)

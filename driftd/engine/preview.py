@@ -39,9 +39,8 @@ from ..model import (
 from ..redact import redact_drift
 from ..render import render_markdown
 from ..render.document import diff_lines, object_name
-from ..state import StateError, connect, db_path
-from ..state import queries as q
 from .desired import load_error
+from .oneshot import open_store
 from .pools import Sources, TargetPool, aws_context
 from .reconciler import declared_keys, prune_allowed
 
@@ -92,7 +91,7 @@ async def _preview(config: Config, env: EnvironmentSettings, ref: str) -> Previe
         changes: list[Drift] = []
         kept: list[ResourceKey] = []
         for kind, name in pool.names(env):
-            inventory = _inventory(config, env.name, kind)
+            inventory = await _inventory(config, env.name, kind)
             if current.state is not None:
                 inventory |= declared_keys(current.state, kind)
             try:
@@ -115,19 +114,17 @@ async def _preview(config: Config, env: EnvironmentSettings, ref: str) -> Previe
         await pool.aclose()
 
 
-def _inventory(config: Config, env: str, kind: TargetKind) -> frozenset[ResourceKey]:
-    path = db_path(config.daemon.state_dir)
-    if not path.exists():
-        return frozenset()
-    try:
-        conn = connect(path, readonly=True)
+async def _inventory(config: Config, env: str, kind: TargetKind) -> frozenset[ResourceKey]:
+    """What the daemon last inventoried, read as driftd check reads it (an unreadable store only loses the
+    objects a revision would delete)."""
+    async with open_store(config.daemon.state_dir, write=False) as store:
+        if store is None:
+            return frozenset()
         try:
-            return q.inventory(conn, env, kind)
-        finally:
-            conn.close()
-    except (StateError, OSError, Exception) as e:  # an unreadable store only loses orphan detection
-        log.warning("state.unavailable", path=str(path), error=str(e))
-        return frozenset()
+            return await store.inventory(env, kind)
+        except Exception as e:  # sqlite's own errors too (a damaged file): logged, and the preview goes on
+            log.warning("state.unavailable", path=str(config.daemon.state_dir), error=str(e))
+            return frozenset()
 
 
 def run_preview(config: Config, *, env: str, ref: str, output: str, out: TextIO) -> int:
