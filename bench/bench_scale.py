@@ -207,6 +207,7 @@ def main() -> int:
     finally:
         print(f"daemon exit code {d.stop()}")
         loop.run_until_complete(kube.close())
+        loop.close()
         for ns in nss:
             sb.kubectl("delete", "namespace", ns, "--wait=false", check=False)
     return 0
