@@ -107,6 +107,7 @@ class Prop:
     get: str | Callable[[Item], Any]
     source: int | None = None
     normalize: Callable[[Any], Any] | None = None  # applied to declared and live values alike
+    none_is_value: bool = False  # None read means "has none" (no function URL), not "not read"
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class TypeSpec:
     extra_read_actions: tuple[str, ...] = ()
     extra_write_actions: tuple[str, ...] = ()  # e.g. iam:PassRole
     not_read: Mapping[str, str] = field(default_factory=dict)  # declared but never read, and why (secrets ...)
+    baseline_only: frozenset[str] = frozenset()  # read for baselines only (not CloudFormation's): never compared
     supports_unmanaged: bool = True
 
     def iam_prefix(self) -> str:
@@ -219,7 +221,7 @@ class SpecAdapter(Adapter):
         cls.revert_permissions = t.write_actions()
         cls.spec = t.compare
         cls.properties = frozenset({*t.props, *([t.name_property] if t.name_property else []),
-                                    *(["Tags"] if t.tags is not None else [])})
+                                    *(["Tags"] if t.tags is not None else [])}) - t.baseline_only
         cls.supports_unmanaged = t.supports_unmanaged
         cls.has_tags = t.tags is not None
 
@@ -480,7 +482,7 @@ class SpecAdapter(Adapter):
                 if src is None:
                     continue
                 v = p.get(src) if callable(p.get) else src.get(p.get)
-                if v is not None:
+                if v is not None or p.none_is_value:
                     live[name] = v
             if t.tags is not None and ("Tags" in props or t.identity == "tags"):
                 tm = tags.get(position[id(it)], {})

@@ -1,10 +1,10 @@
-"""AWS::Lambda::Function, configuration only (code is an artifact, not configuration).
+"""AWS::Lambda::Function as a table, configuration only (code is an artifact, not configuration).
 
-Runtime, Handler, MemorySize, Timeout, Environment (variables a closed map:
-one added out of band is drift), Role, Description, TracingConfig, Layers,
-Tags. Reads: ListFunctions (50 a page) when many are declared or unmanaged
-functions are wanted, else GetFunctionConfiguration each. Revert: one
-UpdateFunctionConfiguration.
+Runtime, Handler, MemorySize, Timeout, Environment (variables a closed map: one added out of band is drift),
+Role, Description, TracingConfig, Layers, Tags. Reads: ListFunctions (50 a page) when more than 10 are declared
+or unmanaged functions are wanted, else GetFunctionConfiguration each; ListTags / GetFunctionUrlConfig per
+function only when tags / the URL baseline are wanted. Revert: one UpdateFunctionConfiguration carrying only the
+drifted settings, one tag call each way.
 """
 
 from __future__ import annotations
@@ -14,28 +14,16 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ....diff.aws_compare import CompareSpec, tags_to_map
-from ....model import AwsDeclaration, Change
-from ..base import Adapter, ApiError, Ctx, Live, changed_top, per_resource, resolved, tag_delta
+from ....diff.aws_compare import CompareSpec
+from ....model import AwsDeclaration
+from ..base import Ctx, Live
 from ..registry import register
+from ..spec import Create, ListCall, Lookup, Prop, Read, SpecAdapter, Tags, TypeSpec, Write
 
 _CONFIG = ("Runtime", "Handler", "MemorySize", "Timeout", "Role", "Description", "Environment", "TracingConfig",
            "Layers", "EphemeralStorage")
 _INT = ("MemorySize", "Timeout")
 LIST_THRESHOLD = 10
-
-
-def _live(f: Mapping[str, Any]) -> Live:
-    live: Live = {k: f.get(k) for k in ("FunctionName", "FunctionArn", "Runtime", "Handler", "MemorySize",
-                                        "Timeout", "Role", "Description", "CodeSha256")}
-    live["Environment"] = {"Variables": dict((f.get("Environment") or {}).get("Variables") or {})}
-    if f.get("TracingConfig"):
-        live["TracingConfig"] = {"Mode": f["TracingConfig"].get("Mode")}
-    live["Layers"] = [x["Arn"] for x in f.get("Layers") or []]
-    live["Architectures"] = list(f.get("Architectures") or [])
-    if f.get("EphemeralStorage"):
-        live["EphemeralStorage"] = dict(f["EphemeralStorage"])
-    return live
 
 
 def _config(props: Mapping[str, Any], keys: set[str] | Sequence[str]) -> dict[str, Any]:
@@ -63,20 +51,56 @@ def _code(code: Mapping[str, Any], runtime: str) -> dict[str, Any]:
     return {k: code[k] for k in ("S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri") if k in code}
 
 
+def _update(live: Live, p: Mapping[str, Any]) -> dict[str, Any] | None:
+    cfg = _config(p, live["_changed"])  # only what drifted
+    return {"FunctionName": live["FunctionName"], **cfg} if cfg else None
+
+
+def _create(name: str, p: Mapping[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+    params = _config(p, _CONFIG)
+    params["FunctionName"] = name
+    params["Code"] = _code(p.get("Code") or {}, str(p.get("Runtime", "")))
+    if p.get("Architectures"):
+        params["Architectures"] = list(p["Architectures"])
+    if p.get("PackageType"):
+        params["PackageType"] = p["PackageType"]
+    if tags:
+        params["Tags"] = tags
+    return params
+
+
 @register
-class Function(Adapter):
-    type_name = "AWS::Lambda::Function"
-    service = "lambda"
-    name_property = "FunctionName"
-    properties = frozenset({"FunctionName", "Runtime", "Handler", "MemorySize", "Timeout", "Role", "Description",
-                            "Environment", "TracingConfig", "Layers", "Architectures", "EphemeralStorage", "Tags"})
-    read_permissions = ("lambda:ListFunctions", "lambda:GetFunctionConfiguration", "lambda:ListTags",
-                        "lambda:GetFunctionUrlConfig")
-    revert_permissions = ("lambda:CreateFunction", "lambda:UpdateFunctionConfiguration", "lambda:TagResource",
-                          "lambda:UntagResource", "iam:PassRole")
-    spec = CompareSpec(sets={"/Layers": str, "/Architectures": str},
-                       closed=("/Tags", "/Environment/Variables"), secret=("/Environment",))
-    # FunctionUrl is driftd's name: the function URL's auth type (NONE: public), or None without a URL.
+class Function(SpecAdapter):
+    table = TypeSpec(
+        type_name="AWS::Lambda::Function", service="lambda", name_property="FunctionName",
+        list=ListCall("list_functions", "Functions", ("Marker", "NextMarker"), {"MaxItems": 50},
+                      lookup=Lookup("get_function_configuration", lambda names: {"FunctionName": names[0]},
+                                    missing=("ResourceNotFoundException",), limit=LIST_THRESHOLD)),
+        item_id=lambda f: str(f["FunctionName"]),
+        ids=lambda f: {"FunctionName": f["FunctionName"], "FunctionArn": f["FunctionArn"]},
+        reads=(Read("get_function_url_config", lambda f: {"FunctionName": f["FunctionName"]},
+                    absent=("ResourceNotFoundException",)),),
+        props={**{k: Prop(k) for k in ("Runtime", "Handler", "MemorySize", "Timeout", "Role", "Description",
+                                       "CodeSha256")},
+               "Environment": Prop(lambda f: {"Variables": dict((f.get("Environment") or {}).get("Variables") or {})}),
+               "TracingConfig": Prop(lambda f: {"Mode": f["TracingConfig"].get("Mode")} if f.get("TracingConfig")
+                                     else None),
+               "Layers": Prop(lambda f: [x["Arn"] for x in f.get("Layers") or []]),
+               "Architectures": Prop(lambda f: list(f.get("Architectures") or [])),
+               "EphemeralStorage": Prop(lambda f: dict(f["EphemeralStorage"]) if f.get("EphemeralStorage") else None),
+               # driftd's name: the function URL's auth type (NONE: public), None without a URL.
+               "FunctionUrl": Prop("AuthType", source=0, none_is_value=True)},
+        tags=Tags(read=Read("list_tags", lambda f: {"Resource": f["FunctionArn"]}), shape="map",
+                  set_op="tag_resource", set_params=lambda live, t: {"Resource": live["FunctionArn"], "Tags": t},
+                  unset_op="untag_resource",
+                  unset_params=lambda live, k: {"Resource": live["FunctionArn"], "TagKeys": k}),
+        compare=CompareSpec(sets={"/Layers": str, "/Architectures": str},
+                            closed=("/Tags", "/Environment/Variables"), secret=("/Environment",)),
+        writes=(Write("update_function_configuration", frozenset(_CONFIG), _update),),
+        create=Create("create_function", _create),
+        baseline_only=frozenset({"FunctionUrl", "CodeSha256"}),
+        extra_write_actions=("iam:PassRole",),
+    )
     # CodeSha256: the deployed code's hash (code is an artifact, never compared with Git): code replaced out of
     # band is drift; a deploy through Git's pipeline re-takes it (driftd baseline).
     baseline_properties = ("Role", "Layers", "FunctionUrl", "CodeSha256")
@@ -86,88 +110,5 @@ class Function(Adapter):
         if prop not in self.restorable:
             await super().restore(ctx, decl, live, prop, value)
             return
-        await ctx.call("lambda", "update_function_configuration", FunctionName=self.physical_id(decl),
-                       **{prop: list(value or []) if prop == "Layers" else value})
-
-    async def _list(self, ctx: Ctx) -> list[dict[str, Any]]:
-        async def fetch() -> list[dict[str, Any]]:
-            return await ctx.paginate("lambda", "list_functions", "Functions", cursor=("Marker", "NextMarker"),
-                                      MaxItems=50)
-        fns: list[dict[str, Any]] = await ctx.once("lambda:functions", fetch)
-        return fns
-
-    async def _get(self, ctx: Ctx, name: str) -> Live | None:
-        try:
-            return _live(await ctx.call("lambda", "get_function_configuration", FunctionName=name))
-        except ApiError as e:
-            if e.code == "ResourceNotFoundException":
-                return None
-            raise
-
-    async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
-        props = self.declared(decls, ctx)
-        names = {self.physical_id(d) for d in decls}
-        if ctx.unmanaged or len(names) > LIST_THRESHOLD:
-            by_name = {f["FunctionName"]: f for f in await self._list(ctx)}
-
-            async def one(n: str) -> Live | None:
-                return _live(by_name[n]) if n in by_name else None
-        else:
-            async def one(n: str) -> Live | None:
-                return await self._get(ctx, n)
-
-        async def with_tags(n: str) -> Live | None:
-            live = await one(n)
-            if live is not None and "Tags" in props:
-                live["Tags"] = (await ctx.call("lambda", "list_tags", Resource=live["FunctionArn"])).get("Tags") or {}
-            if live is not None and "FunctionUrl" in props:
-                try:
-                    url = await ctx.call("lambda", "get_function_url_config", FunctionName=n)
-                    live["FunctionUrl"] = url.get("AuthType")  # NONE is public
-                except ApiError as e:
-                    if e.code != "ResourceNotFoundException":
-                        raise
-                    live["FunctionUrl"] = None
-            return live
-        return await per_resource(ctx, self.type_name, names, with_tags)
-
-    async def list_all(self, ctx: Ctx) -> dict[str, Mapping[str, str]]:
-        fns = await self._list(ctx)
-        if not ctx.tag_filter:
-            return {f["FunctionName"]: {} for f in fns}
-        arns = {f["FunctionName"]: f["FunctionArn"] for f in fns}
-
-        async def tags(n: str) -> Live:
-            return {"Tags": (await ctx.call("lambda", "list_tags", Resource=arns[n])).get("Tags") or {}}
-        tagged = await per_resource(ctx, self.type_name, arns, tags)
-        return {n: tags_to_map(v.get("Tags")) for n, v in tagged.items()}
-
-    async def revert(self, ctx: Ctx, decl: AwsDeclaration, live: Live, changes: Sequence[Change]) -> None:
-        top = changed_top(changes)
-        props = resolved(decl)
-        name = self.physical_id(decl)
-        cfg = _config(props, top)
-        if cfg:
-            await ctx.call("lambda", "update_function_configuration", FunctionName=name, **cfg)
-        if "Tags" in top:
-            to_set, to_remove = tag_delta(decl, live.get("Tags"), ctx)
-            if to_set:
-                await ctx.call("lambda", "tag_resource", Resource=live["FunctionArn"], Tags=to_set)
-            if to_remove:
-                await ctx.call("lambda", "untag_resource", Resource=live["FunctionArn"], TagKeys=to_remove)
-
-    async def create(self, ctx: Ctx, decl: AwsDeclaration) -> None:
-        props = resolved(decl)
-        params = _config(props, _CONFIG)
-        params["FunctionName"] = self.physical_id(decl)
-        params["Code"] = _code(props.get("Code") or {}, str(props.get("Runtime", "")))
-        if props.get("Architectures"):
-            params["Architectures"] = list(props["Architectures"])
-        if props.get("PackageType"):
-            params["PackageType"] = props["PackageType"]
-        tags = dict(ctx.tag_filter)
-        tags.update(tags_to_map(props.get("Tags")))
-        if tags:
-            params["Tags"] = tags
-        await ctx.call("lambda", "create_function", **params)
-        ctx.memo.pop("lambda:functions", None)
+        await self.write(ctx, "update_function_configuration", FunctionName=self.physical_id(decl),
+                         **{prop: list(value or []) if prop == "Layers" else value})
