@@ -414,17 +414,18 @@ class SpecAdapter(Adapter):
             t.name_property not in d.properties and self.physical_id(d) not in names
             and not (isinstance(d.metadata, Mapping) and d.metadata.get("driftd.io/physical-id")) for d in decls)
 
-    async def _candidates(self, ctx: Ctx, decls: Sequence[AwsDeclaration], wanted: set[str],
-                          sources: set[int]) -> tuple[list[Any], bool]:
+    async def _candidates(self, ctx: Ctx, decls: Sequence[AwsDeclaration], wanted: set[str], sources: set[int],
+                          listed: bool) -> tuple[list[Any], bool]:
         """The items to read ``wanted`` from, in the fewest calls, and whether they are only assumed to exist
-        (built from names, for batched reads that say which exist). A pass that lists the region anyway uses that
+        (built from names, for batched reads that say which exist, when no declared property needs the listed
+        item). A pass that lists the region anyway uses that
         list; a declaration that may have a CloudFormation-generated name needs it too (tags of every item)."""
         t = self.table
         lc = t.list
         if lc is None:
             raise NotImplementedError(f"{t.type_name} has no list call")
         by_name = not ctx.unmanaged and t.identity == "name"
-        if by_name and t.from_name is not None and sources and all(
+        if by_name and t.from_name is not None and sources and not listed and all(
                 isinstance(t.reads[s], BatchRead) for s in sources) and not self._unnamed(decls, set()):
             return [t.from_name(n) for n in sorted(wanted)], True
         lk = lc.lookup
@@ -443,7 +444,8 @@ class SpecAdapter(Adapter):
         props = self.declared(decls, ctx)
         wanted = {self.physical_id(d) for d in decls}
         sources = {p.source for name, p in t.props.items() if name in props and p.source is not None}
-        items, assumed = await self._candidates(ctx, decls, wanted, sources)
+        listed = any(p.source is None for name, p in t.props.items() if name in props)  # needs the listed item
+        items, assumed = await self._candidates(ctx, decls, wanted, sources, listed)
         need_tags_for_identity = t.identity == "tags" or self._unnamed(decls, {t.item_id(i) for i in items})
         if need_tags_for_identity:
             tags = await self._item_tags(ctx, items)
