@@ -6,9 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
+
+if TYPE_CHECKING:  # imported inside the commands at run time: `driftd --help` stays fast
+    from .config import Config
 
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 
@@ -127,11 +130,7 @@ def _dispatch(args: argparse.Namespace, config: object) -> int:
         from .render.text import render_json, render_text
 
         target = TargetKind(args.target) if args.target else None
-        unknown = [n for n in ([args.env] if args.command == "sync" else args.env)
-                   if n not in {e.name for e in config.environments}]
-        if unknown:
-            print(f"driftd: no environment named {', '.join(map(repr, unknown))} in {config.path} "
-                  f"(defined: {', '.join(e.name for e in config.environments) or 'none'})", file=sys.stderr)
+        if _unknown_environments(config, [args.env] if args.command == "sync" else args.env):
             return EXIT_ERROR
         if args.command == "check":
             report = oneshot.run_check(config, envs=args.env, target=target)
@@ -146,8 +145,7 @@ def _dispatch(args: argparse.Namespace, config: object) -> int:
     if args.command == "baseline":
         from .engine import oneshot
 
-        if args.env not in {e.name for e in config.environments}:
-            print(f"driftd: no environment named {args.env!r} in {config.path}", file=sys.stderr)
+        if _unknown_environments(config, [args.env]):
             return EXIT_ERROR
         retaken, error = oneshot.run_baseline(config, args.env, args.object)
         for key, moved in retaken:
@@ -175,23 +173,19 @@ def _dispatch(args: argparse.Namespace, config: object) -> int:
     if args.command == "report":
         from .engine.reporting import run_report
 
-        unknown = [n for n in args.env if n not in {e.name for e in config.environments}]
-        if unknown:
-            print(f"driftd: no environment named {', '.join(map(repr, unknown))} in {config.path}", file=sys.stderr)
+        if _unknown_environments(config, args.env):
             return EXIT_ERROR
         return run_report(config, envs=args.env, since=args.since, fmt=args.format, fresh=args.fresh, out=out)
     if args.command == "diff":
         from .engine.preview import run_preview
 
-        if args.env not in {e.name for e in config.environments}:
-            print(f"driftd: no environment named {args.env!r} in {config.path}", file=sys.stderr)
+        if _unknown_environments(config, [args.env]):
             return EXIT_ERROR
         return run_preview(config, env=args.env, ref=args.revision, output=args.output, out=out)
     if args.command == "adopt":
         from .engine.adopt import run_adopt
 
-        if args.env not in {e.name for e in config.environments}:
-            print(f"driftd: no environment named {args.env!r} in {config.path}", file=sys.stderr)
+        if _unknown_environments(config, [args.env]):
             return EXIT_ERROR
         return run_adopt(config, env=args.env, obj=args.object, paths=args.path, out=out)
     if args.command == "permissions":
@@ -204,6 +198,16 @@ def _dispatch(args: argparse.Namespace, config: object) -> int:
 
         return run(config)
     raise AssertionError(args.command)
+
+
+def _unknown_environments(config: Config, names: Sequence[str]) -> bool:
+    """Says on stderr which of ``names`` are not environments of ``config`` (and which are); True if any."""
+    known = [e.name for e in config.environments]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        print(f"driftd: no environment named {', '.join(map(repr, unknown))} in {config.path} "
+              f"(defined: {', '.join(known) or 'none'})", file=sys.stderr)
+    return bool(unknown)
 
 
 def _indent(text: str) -> str:
