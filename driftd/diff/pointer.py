@@ -18,28 +18,14 @@ import copy
 from collections.abc import Iterator
 from typing import Any
 
+# The RFC 6901 primitives live one layer down (policy's YAML editor needs them too); named here as well.
+from ..jsonpointer import escape as escape
+from ..jsonpointer import get as get
+from ..jsonpointer import join as join
+from ..jsonpointer import split as split
+from ..jsonpointer import unescape as unescape
+
 _MISSING = object()
-
-
-def escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
-
-
-def unescape(token: str) -> str:
-    return token.replace("~1", "/").replace("~0", "~")
-
-
-def split(pointer: str) -> list[str]:
-    """``/a/b~1c`` -> ``["a", "b/c"]``. Raises ValueError for a pointer not starting with ``/``."""
-    if pointer == "":
-        return []
-    if not pointer.startswith("/"):
-        raise ValueError(f"a JSON pointer starts with '/', found {pointer!r}")
-    return [unescape(t) for t in pointer[1:].split("/")]
-
-
-def join(tokens: list[str] | tuple[str, ...]) -> str:
-    return "".join("/" + escape(str(t)) for t in tokens)
 
 
 def child(pointer: str, token: str | int) -> str:
@@ -49,15 +35,6 @@ def child(pointer: str, token: str | int) -> str:
 def is_prefix(prefix: str, pointer: str) -> bool:
     """True when ``pointer`` equals ``prefix`` or lies below it."""
     return pointer == prefix or pointer.startswith(prefix + "/") or prefix == ""
-
-
-def get(obj: Any, pointer: str, default: Any = None) -> Any:
-    node = obj
-    for tok in split(pointer):
-        node = _step(node, tok)
-        if node is _MISSING:
-            return default
-    return node
 
 
 def has(obj: Any, pointer: str) -> bool:

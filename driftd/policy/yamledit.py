@@ -19,37 +19,9 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from .. import jsonpointer as ptr
+
 _DELETE = object()
-
-
-class _Pointer:
-    """RFC 6901 split/join/get (policy may not import diff: the layers are independent)."""
-
-    @staticmethod
-    def split(pointer: str) -> list[str]:
-        if pointer == "":
-            return []
-        if not pointer.startswith("/"):
-            raise ValueError(f"a JSON pointer starts with '/', found {pointer!r}")
-        return [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
-
-    @staticmethod
-    def join(tokens: list[str]) -> str:
-        return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
-
-    @staticmethod
-    def get(obj: Any, pointer: str, default: Any) -> Any:
-        for tok in _Pointer.split(pointer):
-            if isinstance(obj, dict) and tok in obj:
-                obj = obj[tok]
-            elif isinstance(obj, list) and tok.isdigit() and int(tok) < len(obj):
-                obj = obj[int(tok)]
-            else:
-                return default
-        return obj
-
-
-ptr = _Pointer
 
 
 class EditError(ValueError):
