@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .jsonpointer import unescape
 from .model import REDACTED, Change
 
 _SECRET_ROOTS = ("/data", "/stringData")
@@ -89,7 +90,7 @@ def _mask(v: Any) -> Any:
 
 
 def _tokens(path: str) -> list[str]:
-    return [t.replace("~1", "/").replace("~0", "~") for t in path.split("/")[1:]] if path else []
+    return [unescape(t) for t in path.split("/")[1:]] if path else []  # lenient: any path is checked
 
 
 def secret_path(kind: str, path: str) -> bool:

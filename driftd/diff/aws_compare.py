@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..jsonpointer import escape as escape  # named here too: the AWS tests build expected paths with it
+from ..jsonpointer import join, unescape
 from ..model import REDACTED, Change, ChangeOp
 
 Identity = Callable[[Any], str]
@@ -31,19 +33,8 @@ class CompareSpec:
     secret: tuple[str, ...] = ()
 
 
-def escape(segment: str) -> str:
-    return segment.replace("~", "~0").replace("/", "~1")
-
-
-def unescape(segment: str) -> str:
-    return segment.replace("~1", "/").replace("~0", "~")
-
-
-def pointer(segments: Sequence[str]) -> str:
-    return "".join("/" + escape(s) for s in segments)
-
-
 def split_pointer(ptr: str) -> tuple[str, ...]:
+    """Lenient: ``""`` and ``"/"`` are the root, a missing leading ``/`` is tolerated (spec tables' keys)."""
     if not ptr or ptr == "/":
         return ()
     return tuple(unescape(s) for s in ptr.lstrip("/").split("/"))
@@ -81,7 +72,7 @@ class _Comparer:
         return None
 
     def change(self, segs: tuple[str, ...], expected: Any, actual: Any, op: ChangeOp) -> None:
-        self.out.append(Change(path=pointer(segs), expected=expected, actual=actual, op=op))
+        self.out.append(Change(path=join(segs), expected=expected, actual=actual, op=op))
 
     def walk(self, d: Any, live: Any, segs: tuple[str, ...]) -> None:
         if segs in self.skip or d is None:

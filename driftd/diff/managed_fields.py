@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from .normalize import is_volatile
-from .pointer import child
+from .pointer import child, split
 
 Path = tuple[str, ...]
 DRIFTD_MANAGER = "driftd"
@@ -131,8 +131,7 @@ def value_at(obj: Any, path: Path) -> tuple[bool, Any]:
     if ptr is None:
         return False, None
     node = obj
-    for tok in ptr.split("/")[1:]:
-        tok = tok.replace("~1", "/").replace("~0", "~")
+    for tok in split(ptr):
         node = node[int(tok)] if isinstance(node, list) else node[tok]
     return True, node
 

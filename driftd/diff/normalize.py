@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..jsonpointer import escape
+
 VOLATILE_METADATA = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink",
                      "deletionTimestamp", "deletionGracePeriodSeconds")
 VOLATILE_ANNOTATIONS = (
@@ -19,8 +21,7 @@ VOLATILE_ANNOTATIONS = (
 
 # Pointers that never count as drift, in the same order as above (used to filter additions).
 VOLATILE_POINTERS = ("/status", *(f"/metadata/{k}" for k in VOLATILE_METADATA),
-                     *("/metadata/annotations/" + a.replace("~", "~0").replace("/", "~1")
-                       for a in VOLATILE_ANNOTATIONS))
+                     *("/metadata/annotations/" + escape(a) for a in VOLATILE_ANNOTATIONS))
 
 
 def normalize(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DesiredStateError
+from ..jsonpointer import escape
 from ..model import AwsDeclaration, ResourceKey, TargetKind
 from .yamlsafe import DEFAULT_LIMITS, Budget, Document, Limits, load_documents
 
@@ -384,7 +385,7 @@ class _Resolver:
         if isinstance(v, Mapping) and _intrinsic(v) is None:
             out: dict[str, Any] = {}
             for k, x in v.items():
-                p = f"{ptr}/{_escape(str(k))}"
+                p = f"{ptr}/{escape(str(k))}"
                 r = self.properties(x, p, notes)
                 if isinstance(r, _Unresolved):
                     notes.append(p)
@@ -520,7 +521,7 @@ class _Resolver:
             name = h
         elif prop and isinstance(props.get(prop), str):
             name = props[prop]
-        elif prop and f"/{_escape(prop)}" in notes:
+        elif prop and f"/{escape(prop)}" in notes:
             self.warnings.append(f"{self.file}: {logical_id} ({rtype}): {prop} cannot be resolved without a stack; "
                                  f"identified by its logical id, its live counterpart is unknown")
         if self.ctx.supported_types is not None and rtype not in self.ctx.supported_types:
@@ -551,6 +552,3 @@ def _scalar_str(v: Any) -> str:
         return str(v)
     raise _TemplateError(f"expected a string, found {type(v).__name__} {v!r}")
 
-
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")

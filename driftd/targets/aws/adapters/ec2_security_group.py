@@ -12,8 +12,9 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ....diff.aws_compare import CompareSpec, escape
+from ....diff.aws_compare import CompareSpec
 from ....errors import TargetError
+from ....jsonpointer import escape
 from ....model import AwsDeclaration, Change
 from ..base import Adapter, ApiError, Ctx, Live, changed_top, chunks, kv_tags, tag_delta
 from ..registry import register
