@@ -556,12 +556,22 @@ class _Reader:
             namespace=self.namespace(t, k, "namespace", d.namespace),
             prune=bool(self.get(t, k, "prune", bool, d.prune, "true or false")),
             prune_max_fraction=self.fraction(t, k, "prune_max_fraction", d.prune_max_fraction),
+            prune_kinds=self.prune_kinds(t, k),
             watch_namespaces=tuple(self.checked_namespace(f"{k}.watch_namespaces[{i}]", ns)
                                    for i, ns in enumerate(self.strings(t, k, "watch_namespaces"))),
             human_managers=self.strings(t, k, "human_managers", d.human_managers),
             resync_interval=self.duration(t, k, "resync_interval", d.resync_interval),
             allow_remote_bases=bool(self.get(t, k, "allow_remote_bases", bool, d.allow_remote_bases, "true or false")),
         )
+
+    def prune_kinds(self, t: Mapping[str, Any], k: str) -> tuple[str, ...]:
+        kinds = self.strings(t, k, "prune_kinds")
+        allowed = ("Namespace", "CustomResourceDefinition", "PersistentVolumeClaim")
+        for kind in kinds:
+            if kind not in allowed:
+                self.err(f"{k}.prune_kinds", f"{kind!r} is not a kind that needs opting in to pruning; "
+                         f"expected some of {', '.join(allowed)} (other kinds are pruned with prune = true)")
+        return tuple(x for x in kinds if x in allowed)
 
     def aws_env(self, k: str, raw: Any, accounts: Mapping[str, AwsAccountSettings]) -> AwsEnvSettings:
         t = self.table(raw, k, toml_keys(AwsEnvSettings))

@@ -112,6 +112,7 @@ class KubernetesEnvSettings:
     namespace: str = "default"
     prune: bool = False
     prune_max_fraction: float = 0.25
+    prune_kinds: tuple[str, ...] = ()  # Namespace, CustomResourceDefinition, PersistentVolumeClaim: opt in to pruning
     watch_namespaces: tuple[str, ...] = ()
     human_managers: tuple[str, ...] = DEFAULT_HUMAN_MANAGERS
     resync_interval: float = 600.0

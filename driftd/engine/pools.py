@@ -122,7 +122,9 @@ class TargetPool:
             from ..targets.kubernetes.target import KubernetesTarget
 
             cs = self.config.clusters[name]
-            kube = KubernetesTarget(cs)
+            # Ownership before prune: the environments on this cluster, as the current config says.
+            kube = KubernetesTarget(cs, peers=lambda: [e.name for e in self.config.environments
+                                                       if e.kubernetes is not None and e.kubernetes.cluster == name])
             self._clusters[name] = kube
             return PooledTarget(kube, anyio.CapacityLimiter(max(1, cs.concurrency)), cs)
         acct = self.config.aws_accounts[name]

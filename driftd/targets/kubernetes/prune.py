@@ -37,6 +37,19 @@ def refusal(env: EnvironmentSettings, desired: DesiredState, n_orphans: int) -> 
     return None
 
 
+# Deleting one of these cascades (a Namespace takes everything in it, a CRD every object of its
+# kinds) or destroys data (a PVC's volume): never pruned unless the environment opts in per kind.
+PROTECTED_KINDS = ("Namespace", "CustomResourceDefinition", "PersistentVolumeClaim")
+
+
+def protected(env: EnvironmentSettings, kind: str) -> str | None:
+    ks = env.kubernetes
+    if kind in PROTECTED_KINDS and (ks is None or kind not in ks.prune_kinds):
+        return (f"a {kind} is never pruned (deleting it cascades or destroys data) unless the environment's "
+                f"prune_kinds includes {kind!r}")
+    return None
+
+
 async def prune(target: ClusterAccess, env: EnvironmentSettings, desired: DesiredState,
                 orphans: Sequence[Drift], *, dry_run: bool = False) -> list[Drift]:
     if not orphans:
@@ -44,6 +57,12 @@ async def prune(target: ClusterAccess, env: EnvironmentSettings, desired: Desire
     why = refusal(env, desired, len(orphans))
     if why:
         return [dataclasses.replace(d, action=Action.SKIPPED, reason=why) for d in orphans]
+    kept = {i: r for i, d in enumerate(orphans) if (r := protected(env, d.key.kind)) is not None}
+    if kept:
+        rest = await prune(target, env, desired, [d for i, d in enumerate(orphans) if i not in kept], dry_run=dry_run)
+        it = iter(rest)
+        return [dataclasses.replace(d, action=Action.SKIPPED, reason=kept[i]) if i in kept else next(it)
+                for i, d in enumerate(orphans)]
     client = await target.client()
     disc = await target.discovery()
     out = []

@@ -33,6 +33,7 @@ from ...model import (
 )
 from ...policy.modes import is_disabled
 from . import apply as apply_mod
+from . import ownership
 from .client import KubeClient, connect
 from .compare import Comparer, DryRunRefused, Planned
 from .discovery import Discovery, ResourceInfo, UnknownKind, crd_kinds
@@ -66,8 +67,13 @@ def _disabled_in_git(body: Mapping[str, Any]) -> bool:
 class KubernetesTarget:
     kind = TargetKind.KUBERNETES
 
-    def __init__(self, cluster: ClusterSettings, client: KubeClient | None = None, *, fast_path: bool = True) -> None:
+    def __init__(self, cluster: ClusterSettings, client: KubeClient | None = None, *, fast_path: bool = True,
+                 peers: Callable[[], Iterable[str]] | None = None) -> None:
         self.cluster = cluster
+        # Ownership (ownership.py): the configured environments on this cluster, and what each declared
+        # at its last check. Without ``peers`` (a lone target in a test or tool) only the checked ones count.
+        self._peers = peers
+        self._claims: dict[str, frozenset[Ident]] = {}
         self._client = client
         self._fast_path = fast_path
         self._errors: dict[str, dict[ResourceKey, str]] = {}  # environment -> object -> its last error
@@ -187,7 +193,7 @@ class KubernetesTarget:
                               f"starting with '/': {', '.join(bad)}")
             ignored = ignore.ignored_paths(env.ignore, kind=kind, name=key.name, namespace=ns, body=body,
                                            hpa_target=(kind, ns, key.name) in hpa)
-            applied = ignore.strip(body, ignored)
+            applied = ownership.mark(ignore.strip(body, ignored), env.name)
             out.append(Planned(desired=d, key=key, info=info, body=applied, ignored=ignored,
                                disabled=_disabled_in_git(body), awaits_crd=awaits_crd))
         return out, errors, unknown
@@ -294,6 +300,12 @@ class KubernetesTarget:
         declared_out = frozenset({p.key for p in planned}
                                  | {d.key for d in desired.kubernetes if d.key not in planned_src})
         renamed = {p.desired.key: p.key for p in planned if p.key != p.desired.key}
+        # What this environment declares, for the other environments on this cluster (conflicts, prune).
+        self._claims[env.name] = frozenset(_ident(k) for k in declared) | frozenset(_ident(k) for k in declared_out)
+        others = self._other_claims(env.name)
+        conflicts = {p.key: sorted([env.name, *(e for e, c in (others or {}).items() if _ident(p.key) in c)])
+                     for p in planned}
+        conflicts = {k: v for k, v in conflicts.items() if len(v) > 1}
         declared_infos = {p.info for p in planned if p.info.namespaced and not p.awaits_crd}
         if only is not None:
             # The desired state's key too: a custom cluster-scoped object's carries a namespace.
@@ -337,6 +349,12 @@ class KubernetesTarget:
         async def judge(p: Planned) -> None:
             if p.disabled:
                 return
+            if p.key in conflicts:
+                # Two environments declare it: whichever reverted would undo the other (ping-pong).
+                object_errors[p.key] = (f"{p.key}: conflict: declared by environments "
+                                        f"{' and '.join(conflicts[p.key])} on cluster {self.cluster.name}; "
+                                        "neither reverts it until one stops declaring it")
+                return
             if p.awaits_crd:  # no object of a kind the server does not serve can exist
                 drifts.append(Drift(p.key, DriftKind.MISSING))
                 return
@@ -355,8 +373,9 @@ class KubernetesTarget:
             except DriftdError as e:
                 object_errors[p.key] = f"{p.key}: {e}"
                 return
-            if v.changes:
-                drifts.append(Drift(p.key, DriftKind.MODIFIED, v.changes, v.changed_by, v.changed_at))
+            changes = ownership.without_mark(v.changes)  # an object applied before marks existed is in sync
+            if changes:
+                drifts.append(Drift(p.key, DriftKind.MODIFIED, changes, v.changed_by, v.changed_at))
 
         async with anyio.create_task_group() as tg:
             for p in planned:
@@ -367,7 +386,14 @@ class KubernetesTarget:
                 object_errors[k] = f"{k}: cannot tell whether it is orphaned: {err}"
                 undetermined.add(k)  # under its real identity: the scope is known
             elif live is not None and not is_disabled(live):
-                drifts.append(Drift(k, DriftKind.ORPHANED))
+                # Orphaned only when provably this environment's and declared by no other one.
+                verdict = ownership.orphan_verdict(env.name, _ident(k), live, others)
+                if verdict is ownership.Orphan.UNKNOWN:
+                    undetermined.add(k)  # kept in the inventory; decided once every environment has loaded
+                elif verdict is ownership.Orphan.MINE:
+                    drifts.append(Drift(k, DriftKind.ORPHANED))
+                else:
+                    log.info("orphan.not_mine", env=env.name, object=str(k), why=str(verdict))
         inventory_names = {(k.kind, k.namespace, k.name) for k in inventory}
         for info in unmanaged_infos:
             for ns in ks.watch_namespaces:
@@ -400,6 +426,17 @@ class KubernetesTarget:
                 del mine[k]
             mine.update(found)
         return list(self._errors[env].values())
+
+    def _other_claims(self, env: str) -> dict[str, frozenset[Ident]] | None:
+        """What the other environments on this cluster declare; None while one of them has not been
+        checked yet (then nobody can tell whether an object is someone else's)."""
+        peers = set(self._peers()) if self._peers is not None else set(self._claims)
+        peers.discard(env)
+        for gone in [e for e in self._claims if e != env and e not in peers]:
+            del self._claims[gone]  # removed from the config
+        if any(p not in self._claims for p in peers):
+            return None
+        return {p: self._claims[p] for p in peers}
 
     # --- revert --------------------------------------------------------------------------------
 
