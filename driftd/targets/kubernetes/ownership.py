@@ -8,12 +8,12 @@ allowed) only when:
 - no other configured environment on the same cluster declares it (then it moved there: that
   environment adopts it, nothing is deleted), and every one of them has been checked since this
   process started (until then nobody can tell: the object stays inventoried, undecided);
-- its mark names this environment, or it has no mark but driftd's legacy shared field manager
-  ``driftd`` applied it (objects applied before marks existed: the inventory says this
-  environment declared it, and no other one does).
+- its mark names this environment, or it has no mark at all (applied before marks existed, or
+  adopted while in sync and so never applied): then the inventory, which says this environment
+  declared it, is the proof, as before marks.
 
-An object whose mark names another environment, or that nothing shows driftd applied (someone
-recreated it by hand), is not this environment's to report or delete.
+An object whose mark names another environment (one this process does not run, a second driftd
+with another config) is not this environment's to report or delete.
 
 Why an annotation rather than a per-environment field manager: the mark must be readable from the
 live object alone by every environment (a field manager is too, but renaming driftd's manager would
@@ -33,7 +33,6 @@ from enum import StrEnum
 from typing import Any
 
 from ...diff import pointer
-from ...diff.managed_fields import DRIFTD_MANAGER, entries
 from ...model import Change
 
 OWNER_ANNOTATION = "driftd.io/environment"
@@ -47,7 +46,6 @@ class Orphan(StrEnum):
     MINE = "mine"
     DECLARED_ELSEWHERE = "declared by another environment"
     OTHER_OWNER = "marked as another environment's"
-    NOT_APPLIED_BY_DRIFTD = "not applied by driftd"
     UNKNOWN = "unknown: not every environment on the cluster has been checked"
 
 
@@ -89,6 +87,6 @@ def orphan_verdict(env: str, ident: Ident, live: Mapping[str, Any],
     who = owner(live)
     if who is not None:
         return Orphan.MINE if who == env else Orphan.OTHER_OWNER
-    if any(e.manager == DRIFTD_MANAGER and e.operation == "Apply" for e in entries(live)):
-        return Orphan.MINE  # applied before marks existed; the inventory says this environment declared it
-    return Orphan.NOT_APPLIED_BY_DRIFTD
+    # No mark: applied before marks existed, or adopted in sync (never applied). The inventory says
+    # this environment declared it, and no configured environment declares it now.
+    return Orphan.MINE

@@ -22,6 +22,7 @@ from ...diff.explain import hpa_targets
 from ...errors import DriftdError, PermissionDenied
 from ...log import get_logger
 from ...model import (
+    Action,
     ClusterInfo,
     DesiredObject,
     DesiredState,
@@ -47,6 +48,7 @@ Scope = tuple[ResourceInfo, str | None]  # resource, namespace (None: all namesp
 Ident = tuple[str, str, str, str]  # group, kind, namespace, name: an object whatever the version
 # Above this many namespaces for one resource type, one cluster-wide LIST beats one per namespace.
 MAX_NAMESPACED_LISTS = 3
+PEER_WAIT = 10.0  # seconds a revert waits, after a start, for the other environments on the cluster to be checked
 _INFO_TTL = 600.0  # seconds a cluster's version and API versions are reused for Helm renderings
 
 
@@ -442,7 +444,25 @@ class KubernetesTarget:
 
     async def revert(self, env: EnvironmentSettings, desired: DesiredState, drifts: Sequence[Drift], *,
                      dry_run: bool = False) -> tuple[Drift, ...]:
-        return await apply_mod.revert(self, env, desired, drifts, dry_run=dry_run)
+        # Never revert what another environment on this cluster declares (a conflict: ping-pong). Right
+        # after a start the others may not have been checked yet: give them a moment to say what they
+        # declare (they start together); a peer that cannot load at all does not block us for longer.
+        others = self._other_claims(env.name)
+        waited = 0.0
+        while others is None and waited < PEER_WAIT:
+            await anyio.sleep(0.25)
+            waited += 0.25
+            others = self._other_claims(env.name)
+        if others is None:
+            log.warning("ownership.peers_unknown", env=env.name, waited=PEER_WAIT)
+        clash = {i: sorted([env.name, *(e for e, c in (others or {}).items() if _ident(d.key) in c)])
+                 for i, d in enumerate(drifts) if d.drift is not DriftKind.UNMANAGED}
+        clash = {i: v for i, v in clash.items() if len(v) > 1}
+        rest = [d for i, d in enumerate(drifts) if i not in clash]
+        done = iter(await apply_mod.revert(self, env, desired, rest, dry_run=dry_run)) if rest else iter(())
+        out = [replace(d, action=Action.SKIPPED, reason=f"conflict: declared by environments {' and '.join(clash[i])}")
+               if i in clash else next(done) for i, d in enumerate(drifts)]
+        return (*out, *done)  # apply_mod.revert may add objects of kinds new CRDs define
 
     # --- event-driven operation ----------------------------------------------------------------
 
