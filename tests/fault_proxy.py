@@ -160,6 +160,7 @@ class AwsFaultProxy:
 
     sandbox: Sandbox
     rewrite: dict[str, bytes] = field(default_factory=dict)  # X-Amz-Target -> answer body
+    down: bool = False  # every connection is dropped without an answer: the endpoint is unreachable
     rewritten: list[str] = field(default_factory=list)
     url: str = ""
     _loop: asyncio.AbstractEventLoop | None = None
@@ -204,6 +205,10 @@ class AwsFaultProxy:
 
     async def _handle(self, request: web.Request) -> web.Response:
         assert self._session is not None
+        if self.down:
+            assert request.transport is not None
+            request.transport.abort()  # as a dead endpoint: the client sees the connection drop
+            raise web.HTTPServiceUnavailable()
         target = request.headers.get("X-Amz-Target", "")
         body = await request.read()
         fake = self.rewrite.get(target)

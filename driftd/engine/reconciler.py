@@ -40,7 +40,7 @@ from ..model import (
 from ..policy.brakes import RevertHistory
 from ..policy.decide import EnvCounts, Plan, plan
 from ..policy.modes import InvalidObjectMode, environment_mode, object_mode_from_body, object_mode_from_metadata
-from ..state import AuditEvent, EventKind, StateStore
+from ..state import AuditEvent, EventKind, StateError, StateStore
 from .protocols import ReportListener, Target
 
 log = get_logger("driftd.engine")
@@ -246,20 +246,30 @@ class Reconciler:
                 still = {d.key for d in final if d.drift is DriftKind.ORPHANED and d.action is not Action.REVERTED}
                 now_declared = result.declared if result.declared is not None else declared
                 inventory_update = now_declared | result.undetermined | still
+            record_error = None
             if self.store is not None:
-                out = await self.store.record_pass(env.name, kind, desired.revision, now, final, scope=keys,
-                                                   events=brake_events, inventory=inventory_update,
-                                                   actor=self.actor)
-                for k in out.opened:
-                    log.info("drift.detected", env=env.name, object=str(k))
-                for k in out.resolved:
-                    log.info("drift.resolved", env=env.name, object=str(k))
+                try:
+                    out = await self.store.record_pass(env.name, kind, desired.revision, now, final, scope=keys,
+                                                       events=brake_events, inventory=inventory_update,
+                                                       actor=self.actor)
+                except StateError as e:
+                    # The disk is full, the file unwritable: say so in the report (nothing was reverted
+                    # without its intent on record: the journal refuses first); retried at the next pass.
+                    record_error = f"state store: cannot record this pass: {e}"
+                    log.error("state.write_failed", env=env.name, target=str(kind), error=str(e))
+                else:
+                    for k in out.opened:
+                        log.info("drift.detected", env=env.name, object=str(k))
+                    for k in out.resolved:
+                        log.info("drift.resolved", env=env.name, object=str(k))
             for b in p.brakes:
                 log.warning("brake.engaged", env=env.name, brake=str(b.brake), detail=b.detail,
                             object=str(b.key) if b.key else None)
                 for listener in self.listeners:
                     await _safe(listener.safety_brake(env, str(b.brake), b.detail, key=b.key))
         self._update_view(view, keys, final, result, now)
+        if record_error is not None:
+            view.error = f"{view.error}; {record_error}" if view.error else record_error
         return PassResult(kind, p, final)
 
     async def _baselines(self, rt: EnvRuntime, result: TargetResult, *, record: bool) -> TargetResult:
