@@ -49,30 +49,35 @@ def _op(path: str, method: str) -> tuple[str, str]:
 
 
 def check_journal(writes: list[tuple[float, str, str, int]], rows: list[dict[str, Any]]) -> None:
-    """Per (method, path): the writes the server answered are each on record exactly once: at least as
-    many as the intents that say they happened (done/failed), at most those plus the ones whose outcome
-    is unknown (interrupted/cancelled)."""
-    reached = Counter((m, p) for _, m, p, _ in writes)
+    """Per (method, path), comparing the journal with what the API server answered:
+    - every write the server accepted is on record exactly once: as `done`, or with an unknown outcome
+      (`interrupted`/`cancelled`, or none yet right after a kill);
+    - nothing is recorded `done` that the server did not accept;
+    - every write the server refused is on record as `failed` (or unknown). `failed` may also be a write
+      that never reached the server (it was down): its record says so, no write is claimed."""
     accepted = Counter((m, p) for _, m, p, st in writes if 200 <= st < 300)
-    known: Counter[tuple[str, str]] = Counter()
+    refused = Counter((m, p) for _, m, p, st in writes if not 200 <= st < 300)
     done: Counter[tuple[str, str]] = Counter()
+    failed: Counter[tuple[str, str]] = Counter()
     unknown: Counter[tuple[str, str]] = Counter()
     for r in rows:
         assert r["target"] == "kubernetes", r
         method, _, path = r["operation"].partition(" ")
         k = (method, path)
-        if r["outcome"] in ("done", "failed"):
-            known[k] += 1
+        if r["outcome"] == "done":
+            done[k] += 1
+        elif r["outcome"] == "failed":
+            failed[k] += 1
         else:
             assert r["outcome"] in ("interrupted", "cancelled", None), r  # None: the process died (before restart)
             unknown[k] += 1
-        if r["outcome"] == "done":
-            done[k] += 1
-    for k in set(reached) | set(known) | set(unknown):
+    for k in set(accepted) | set(refused) | set(done) | set(failed) | set(unknown):
         assert done[k] <= accepted[k], f"{k}: recorded done {done[k]}x, the server accepted {accepted[k]}x"
-        assert known[k] <= reached[k], f"{k}: {known[k]} outcomes recorded, {reached[k]} writes reached the server"
-        assert reached[k] <= known[k] + unknown[k], \
-            f"{k}: {reached[k]} writes reached the server, only {known[k] + unknown[k]} on record"
+        assert accepted[k] <= done[k] + unknown[k], \
+            f"{k}: the server accepted {accepted[k]} writes, {done[k]} done + {unknown[k]} unknown on record"
+        assert accepted[k] + refused[k] <= done[k] + failed[k] + unknown[k], \
+            f"{k}: {accepted[k] + refused[k]} writes reached the server, " \
+            f"{sum(x[k] for x in (done, failed, unknown))} on record"
 
 
 @dataclass
