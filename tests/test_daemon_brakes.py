@@ -127,7 +127,7 @@ def test_empty_revision_never_prunes(setup: Setup) -> None:
     setup.repo.commit({"k8s/app.yaml": None, "k8s/README.txt": "nothing here yet\n"}, branch="empty",
                       message="oops: everything removed")
     brakes = wait_for(lambda: [e for e in setup.daemon.events_after(b, env="empty", event="brake")
-                               if (e["reason"] or "").startswith("empty_desired_state")], 20,
+                               if (e["reason"] or "").startswith("empty_desired_state")], 40,
                       f"an empty_desired_state brake; log:\n{setup.daemon.tail()}")
     assert brakes
     time.sleep(1)

@@ -48,7 +48,9 @@ Scope = tuple[ResourceInfo, str | None]  # resource, namespace (None: all namesp
 Ident = tuple[str, str, str, str]  # group, kind, namespace, name: an object whatever the version
 # Above this many namespaces for one resource type, one cluster-wide LIST beats one per namespace.
 MAX_NAMESPACED_LISTS = 3
-PEER_WAIT = 10.0  # seconds a revert waits, after a start, for the other environments on the cluster to be checked
+# Seconds a revert waits, after a start, for the other environments on the cluster to be checked; and
+# at most how long an orphan candidate waits for them to confirm they do not declare it.
+PEER_WAIT = 10.0
 _INFO_TTL = 600.0  # seconds a cluster's version and API versions are reused for Helm renderings
 
 
@@ -76,6 +78,8 @@ class KubernetesTarget:
         # at its last check. Without ``peers`` (a lone target in a test or tool) only the checked ones count.
         self._peers = peers
         self._claims: dict[str, frozenset[Ident]] = {}
+        self._claimed_at: dict[str, float] = {}  # environment -> when it last said what it declares
+        self._orphan_seen: dict[tuple[str, Ident], float] = {}  # (environment, object) -> first seen orphaned
         self._client = client
         self._fast_path = fast_path
         self._errors: dict[str, dict[ResourceKey, str]] = {}  # environment -> object -> its last error
@@ -304,6 +308,7 @@ class KubernetesTarget:
         renamed = {p.desired.key: p.key for p in planned if p.key != p.desired.key}
         # What this environment declares, for the other environments on this cluster (conflicts, prune).
         self._claims[env.name] = frozenset(_ident(k) for k in declared) | frozenset(_ident(k) for k in declared_out)
+        self._claimed_at[env.name] = time.monotonic()
         others = self._other_claims(env.name)
         conflicts = {p.key: sorted([env.name, *(e for e, c in (others or {}).items() if _ident(p.key) in c)])
                      for p in planned}
@@ -382,6 +387,18 @@ class KubernetesTarget:
         async with anyio.create_task_group() as tg:
             for p in planned:
                 tg.start_soon(judge, p)
+        candidates = [(k, live) for k, info in orphans
+                      if (found := self._lookup(views, info, k.namespace, k.name))[0]
+                      and (live := found[1]) is not None and not is_disabled(live)
+                      and ownership.orphan_verdict(env.name, _ident(k), live, others) is ownership.Orphan.MINE]
+        if candidates and not all(self._confirmed(env.name, _ident(k)) for k, _ in candidates):
+            # Another environment may be about to declare them (the same commit moved them there and it
+            # has not checked that revision yet): give the others a moment to say what they declare.
+            waited = 0.0
+            while waited < PEER_WAIT and not all(self._confirmed(env.name, _ident(k)) for k, _ in candidates):
+                await anyio.sleep(0.25)
+                waited += 0.25
+            others = self._other_claims(env.name)
         for k, info in orphans:
             known, live, err = self._lookup(views, info, k.namespace, k.name)
             if not known:
@@ -390,12 +407,21 @@ class KubernetesTarget:
             elif live is not None and not is_disabled(live):
                 # Orphaned only when provably this environment's and declared by no other one.
                 verdict = ownership.orphan_verdict(env.name, _ident(k), live, others)
+                if verdict is ownership.Orphan.MINE and not self._confirmed(env.name, _ident(k)):
+                    # Another environment may be about to declare it (the same commit moved it there and
+                    # that environment has not checked it yet): decided once every other one has.
+                    verdict = ownership.Orphan.UNKNOWN
                 if verdict is ownership.Orphan.UNKNOWN:
-                    undetermined.add(k)  # kept in the inventory; decided once every environment has loaded
+                    undetermined.add(k)  # kept in the inventory; decided at a later pass
                 elif verdict is ownership.Orphan.MINE:
                     drifts.append(Drift(k, DriftKind.ORPHANED))
                 else:
+                    self._orphan_seen.pop((env.name, _ident(k)), None)
                     log.info("orphan.not_mine", env=env.name, object=str(k), why=str(verdict))
+        if only is None:  # forget candidates that are no longer orphans (pruned, declared again)
+            current = {(env.name, _ident(k)) for k, _ in orphans}
+            for gone in [c for c in self._orphan_seen if c[0] == env.name and c not in current]:
+                del self._orphan_seen[gone]
         inventory_names = {(k.kind, k.namespace, k.name) for k in inventory}
         for info in unmanaged_infos:
             for ns in ks.watch_namespaces:
@@ -428,6 +454,17 @@ class KubernetesTarget:
                 del mine[k]
             mine.update(found)
         return list(self._errors[env].values())
+
+    def _confirmed(self, env: str, ident: Ident) -> bool:
+        """An orphan candidate counts only once every other environment on the cluster has said what
+        it declares after the candidate was first seen (an object moved between two environments'
+        paths is seen orphaned by one before the other has loaded the move)."""
+        now = time.monotonic()
+        first = self._orphan_seen.setdefault((env, ident), now)
+        peers = set(self._peers()) if self._peers is not None else set(self._claims)
+        peers.discard(env)
+        # A peer that does not check again (its desired state is in error) holds nobody up for long.
+        return now - first >= PEER_WAIT or all(self._claimed_at.get(p, 0.0) > first for p in peers)
 
     def _other_claims(self, env: str) -> dict[str, frozenset[Ident]] | None:
         """What the other environments on this cluster declare; None while one of them has not been
