@@ -368,6 +368,7 @@ def test_every_table_call_is_a_real_operation_and_its_iam_action_is_derived() ->
     and that the IAM action derived from it is the operation's own name (what `driftd permissions` prints)."""
     import botocore.session
 
+    from driftd.targets.aws.actions import iam_action
     from driftd.targets.aws.spec import SpecAdapter, camel
 
     session = botocore.session.get_session()
@@ -377,14 +378,14 @@ def test_every_table_call_is_a_real_operation_and_its_iam_action_is_derived() ->
         t = a.table
         model = session.get_service_model(t.service)
         ops = [*([t.list.operation] if t.list else []), *(r.operation for r in t.reads),
-               *(w.operation for w in t.writes)]
+               *([t.list.lookup.operation] if t.list and t.list.lookup else []), *(w.operation for w in t.writes)]
         if t.tags is not None:
             ops += [t.tags.set_op, t.tags.unset_op, *([t.tags.read.operation] if t.tags.read else [])]
         if t.create is not None:
             ops += [t.create.operation, *(w.operation for w in t.create.then)]
         for op in ops:
             assert camel(op) in model.operation_names, (a.type_name, op)
-            action = f"{t.iam_prefix()}:{camel(op)}"
+            action = iam_action(f"{t.service}:{camel(op)}")
             assert action in a.read_permissions + a.revert_permissions, (a.type_name, action)
 
 

@@ -1,4 +1,4 @@
-"""The older AWS types as tables (SSM Parameter, DynamoDB Table, AutoScaling Group, Lambda Function): reads in
+"""The older AWS types as tables (SSM Parameter, DynamoDB Table, AutoScaling Group, Lambda, BucketPolicy): reads in
 as few calls as their hand-written adapters made, reverts carrying only what drifted, against the sandbox's moto.
 
 Operators drift through boto3 as the console would; the checks count the calls a declared-only pass makes."""
@@ -86,6 +86,17 @@ Resources:
       AvailabilityZones: [eu-west-3a]
       LaunchTemplate: {LaunchTemplateId: !Ref LaunchTemplateId, Version: "1"}
       Tags: [{Key: team, Value: app, PropagateAtLaunch: true}]
+  DataPolicy:
+    Type: AWS::S3::BucketPolicy
+    Properties:
+      Bucket: !Sub data-${Run}
+      PolicyDocument:
+        Statement:
+          - Sid: Deny
+            Effect: Deny
+            Principal: "*"
+            Action: "s3:DeleteObject"
+            Resource: !Sub "arn:aws:s3:::data-${Run}/*"
 """
 
 
@@ -107,6 +118,8 @@ async def test_older_types_as_tables_read_minimally_and_revert_only_what_drifted
         "ImageId": ami, "InstanceType": "t3.micro"})["LaunchTemplate"]["LaunchTemplateId"]
     # The parameter's value is not declared (only its description): created by hand, it must survive reverts.
     ssm.put_parameter(Name=f"/{run}/setting", Value="keep-me", Type="String", Description="declared")
+    s3 = client("s3")
+    s3.create_bucket(Bucket=f"data-{run}", CreateBucketConfiguration={"LocationConstraint": REGION})
     params = {"Run": run, "Role": role, "LaunchTemplateId": lt}
     few, many = desired(TEMPLATE + functions(3), params), desired(TEMPLATE + functions(12), params)
     env = environment(run, unmanaged=False, baselines=False)  # declared only: the calls counted below
@@ -114,7 +127,7 @@ async def test_older_types_as_tables_read_minimally_and_revert_only_what_drifted
     first = await target.check(env, many, inventory=frozenset())
     assert first.errors == ()
     assert {d.key.name for d in first.drifts if d.drift is DriftKind.MISSING} == {
-        f"sessions-{run}", f"workers-{run}", *(f"fn{i}-{run}" for i in range(12))}
+        f"sessions-{run}", f"workers-{run}", f"data-{run}", *(f"fn{i}-{run}" for i in range(12))}
     done = await target.revert(env, many, first.drifts)
     assert [d.reason for d in done if d.action is not Action.REVERTED] == []
     assert (await target.check(env, many, inventory=frozenset())).drifts == ()
@@ -128,7 +141,8 @@ async def test_older_types_as_tables_read_minimally_and_revert_only_what_drifted
                                (many, "AWS::Lambda::Function", len(pages)),  # ListFunctions, 50 a page
                                (few, "AWS::SSM::Parameter", 2),  # DescribeParameters by name + GetParameters
                                (few, "AWS::DynamoDB::Table", 2),  # DescribeTable + ListTagsOfResource
-                               (few, "AWS::AutoScaling::AutoScalingGroup", 1)):  # by name, tags included
+                               (few, "AWS::AutoScaling::AutoScalingGroup", 1),  # by name, tags included
+                               (few, "AWS::S3::BucketPolicy", 2)):  # ListBuckets + GetBucketPolicy
         r = await target.check(env, only(state, kind), inventory=frozenset())
         assert (kind, r.drifts, r.api_calls) == (kind, (), calls)
 
@@ -142,11 +156,13 @@ async def test_older_types_as_tables_read_minimally_and_revert_only_what_drifted
     asg.create_or_update_tags(Tags=[{"ResourceId": f"workers-{run}", "ResourceType": "auto-scaling-group",
                                      "Key": "team", "Value": "ops", "PropagateAtLaunch": True}])
     lam.update_function_configuration(FunctionName=f"fn1-{run}", Timeout=300)
+    s3.delete_bucket_policy(Bucket=f"data-{run}")  # the bucket stays: its policy is missing
 
     r = await target.check(env, few, inventory=frozenset())
     assert r.errors == ()
     got = {d.key.name: paths(d) for d in r.drifts}
-    assert sorted(got) == sorted([f"/{run}/setting", f"sessions-{run}", f"workers-{run}", f"fn1-{run}"])
+    assert sorted(got) == sorted([f"/{run}/setting", f"sessions-{run}", f"workers-{run}", f"fn1-{run}", f"data-{run}"])
+    assert {d.key.name: d.drift for d in r.drifts}[f"data-{run}"] is DriftKind.MISSING
     assert sorted(got[f"/{run}/setting"]) == ["/Description"]
     assert sorted(got[f"sessions-{run}"]) == ["/ProvisionedThroughput/ReadCapacityUnits", "/Tags/owner"]
     assert got[f"sessions-{run}"]["/Tags/owner"].op is ChangeOp.ADD
@@ -159,6 +175,7 @@ async def test_older_types_as_tables_read_minimally_and_revert_only_what_drifted
     assert [(d.key.name, d.reason) for d in done if d.action is not Action.REVERTED] == []
     assert (await target.check(env, many, inventory=frozenset())).drifts == ()
     assert ssm.get_parameter(Name=f"/{run}/setting")["Parameter"]["Value"] == "keep-me"
+    assert json.loads(s3.get_bucket_policy(Bucket=f"data-{run}")["Policy"])["Statement"][0]["Sid"] == "Deny"
     table = ddb.describe_table(TableName=f"sessions-{run}")["Table"]
     assert (table["ProvisionedThroughput"]["ReadCapacityUnits"], table["StreamSpecification"]["StreamEnabled"]) == (
         5, True)

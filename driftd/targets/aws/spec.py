@@ -30,6 +30,7 @@ import anyio
 from ...diff.aws_compare import CompareSpec, tags_to_map
 from ...errors import DriftdError
 from ...model import AwsDeclaration, Change, ResourceKey
+from .actions import iam_action
 from .base import Adapter, ApiError, Ctx, Live, changed_top, per_resource, resolved, tag_delta
 
 Item = Mapping[str, Any]  # one element of a list call's answer, or a per-resource read's answer
@@ -55,6 +56,8 @@ class ListCall:
     params: Mapping[str, Any] = field(default_factory=dict)
     lookup: Lookup | None = None  # the same items asked for by name: cheaper when few are declared
     ids_only: bool = False  # the list answers names only (ListTables): items always come from ``lookup``
+    region_param: str = ""  # the request parameter taking the pass's region (ListBuckets' BucketRegion)
+    memo: str = ""  # the pass memo key, when another type lists the same (both S3 types share ListBuckets)
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,14 @@ class Lookup:
 class Read:
     """A per-resource call for properties the list call does not carry. ``params(item)`` builds the request;
     ``absent`` error codes mean "this resource has none of it" (an empty answer), not a failure.
-    ``pages``: (result key, request parameter, response field) of a paginated answer, collected under the key."""
+    ``pages``: (result key, request parameter, response field) of a paginated answer, collected under the key.
+    ``missing`` error codes mean the resource does not exist (a bucket policy is a read of its bucket)."""
 
     operation: str
     params: Callable[[Item], dict[str, Any]]
     absent: tuple[str, ...] = ()
     pages: tuple[str, str, str] | None = None
+    missing: tuple[str, ...] = ()  # error codes meaning the resource itself does not exist (no bucket policy)
 
 
 @dataclass(frozen=True)
@@ -172,15 +177,15 @@ class TypeSpec:
     baseline_only: frozenset[str] = frozenset()  # read for baselines only (not CloudFormation's): never compared
     supports_unmanaged: bool = True
 
-    def iam_prefix(self) -> str:
-        return {"elbv2": "elasticloadbalancing"}.get(self.service, self.service)
+    def _actions(self, ops: Sequence[str]) -> set[str]:
+        return {iam_action(f"{self.service}:{camel(o)}") for o in ops}  # ListBuckets is s3:ListAllMyBuckets ...
 
     def read_actions(self) -> tuple[str, ...]:
         ops = [*([self.list.operation] if self.list else []), *(r.operation for r in self.reads),
                *([self.list.lookup.operation] if self.list and self.list.lookup else [])]
         if self.tags is not None and self.tags.read is not None:
             ops.append(self.tags.read.operation)
-        return tuple(sorted({f"{self.iam_prefix()}:{camel(o)}" for o in ops} | set(self.extra_read_actions)))
+        return tuple(sorted(self._actions(ops) | set(self.extra_read_actions)))
 
     def write_actions(self) -> tuple[str, ...]:
         ops = [w.operation for w in self.writes]
@@ -188,7 +193,7 @@ class TypeSpec:
             ops += [self.tags.set_op, self.tags.unset_op]
         if self.create is not None:
             ops += [self.create.operation, *(w.operation for w in self.create.then)]
-        return tuple(sorted({f"{self.iam_prefix()}:{camel(o)}" for o in ops} | set(self.extra_write_actions)))
+        return tuple(sorted(self._actions(ops) | set(self.extra_write_actions)))
 
 
 def _tag_map(raw: Any, shape: str) -> dict[str, str]:
@@ -281,16 +286,15 @@ class SpecAdapter(Adapter):
         if lc is None:
             raise NotImplementedError(f"{t.type_name} has no list call")
 
+        params = {**lc.params, **({lc.region_param: ctx.region} if lc.region_param else {})}
+
         async def fetch() -> list[Any]:
             if lc.cursor is None:
-                r = await ctx.call(t.service, lc.operation, **dict(lc.params))
-                got: list[Any] = list(r.get(lc.result_key) or [])
-            else:
-                got = await ctx.paginate(t.service, lc.operation, lc.result_key, cursor=lc.cursor,
-                                         **dict(lc.params))
-            return got if lc.ids_only else [i for i in got if not (t.skip_item and t.skip_item(i))]
-        result: list[Any] = await ctx.once(f"{t.service}:{t.type_name}", fetch)
-        return result
+                r = await ctx.call(t.service, lc.operation, **params)
+                return list(r.get(lc.result_key) or [])
+            return await ctx.paginate(t.service, lc.operation, lc.result_key, cursor=lc.cursor, **params)
+        got: list[Any] = await ctx.once(lc.memo or f"{t.service}:{t.type_name}", fetch)
+        return got if lc.ids_only else [i for i in got if not (t.skip_item and t.skip_item(i))]
 
     async def items(self, ctx: Ctx) -> list[Any]:
         """Every item of the type in the region, once per pass (a names-only list: each looked up)."""
@@ -444,6 +448,7 @@ class SpecAdapter(Adapter):
         props = self.declared(decls, ctx)
         wanted = {self.physical_id(d) for d in decls}
         sources = {p.source for name, p in t.props.items() if name in props and p.source is not None}
+        sources |= {i for i, r in enumerate(t.reads) if isinstance(r, Read) and r.missing}  # they say it exists
         listed = any(p.source is None for name, p in t.props.items() if name in props)  # needs the listed item
         items, assumed = await self._candidates(ctx, decls, wanted, sources, listed)
         need_tags_for_identity = t.identity == "tags" or self._unnamed(decls, {t.item_id(i) for i in items})
@@ -473,7 +478,15 @@ class SpecAdapter(Adapter):
             answers: dict[int, Item] = {}
             for s in sorted(sources):
                 r = t.reads[s]
-                answers[s] = batched[s].get(iid, {}) if isinstance(r, BatchRead) else await self._call_read(ctx, r, it)
+                if isinstance(r, BatchRead):
+                    answers[s] = batched[s].get(iid, {})
+                    continue
+                try:
+                    answers[s] = await self._call_read(ctx, r, it)
+                except ApiError as e:
+                    if e.code in r.missing:
+                        return None
+                    raise
             live: Live = {**t.ids(it), "_id": iid}
             if t.name_property:
                 live[t.name_property] = iid
@@ -566,7 +579,7 @@ class SpecAdapter(Adapter):
         props = resolved(decl)
         tags = self.create_tags(ctx, decl) if t.tags is not None else {}
         answer = await self.write(ctx, t.create.operation, **t.create.params(self.physical_id(decl), props, tags))
-        for memo in (f"{t.service}:{t.type_name}", f"{t.service}:{t.type_name}:items"):
+        for memo in (f"{t.service}:{t.type_name}", f"{t.service}:{t.type_name}:items", t.list.memo if t.list else ""):
             ctx.memo.pop(memo, None)  # the next read in this pass sees the new resource
         live: Live = t.create.id_from(self.physical_id(decl), answer) if t.create.id_from else {}
         if t.create.needs_tags_after and tags and t.tags is not None:

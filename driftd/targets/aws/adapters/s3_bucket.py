@@ -17,6 +17,7 @@ from ....diff.aws_compare import CompareSpec, tags_to_map
 from ....model import AwsDeclaration, Change
 from ..base import Adapter, ApiError, Ctx, Live, changed_top, desired_tags, kv_tags, per_resource, resolved
 from ..registry import register
+from ..spec import ListCall
 
 PAB_KEYS = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
 
@@ -153,14 +154,18 @@ def _grantee(g: Mapping[str, Any], owner: str | None) -> str:
     return str(g.get("ID") or g.get("EmailAddress") or g.get("Type"))
 
 
+# Buckets of this region (one call per 10,000 buckets), listed once a pass for Bucket and the BucketPolicy table.
+_CURSOR = ("ContinuationToken", "ContinuationToken")
+BUCKETS = ListCall("list_buckets", "Buckets", _CURSOR, {"MaxBuckets": 10000}, region_param="BucketRegion",
+                   memo="s3:buckets")
+
+
 async def list_bucket_names(ctx: Ctx) -> set[str]:
-    """Buckets of this region (one call per 10,000 buckets), shared by Bucket and BucketPolicy."""
-    async def fetch() -> set[str]:
-        items = await ctx.paginate("s3", "list_buckets", "Buckets", cursor=("ContinuationToken", "ContinuationToken"),
-                                   BucketRegion=ctx.region, MaxBuckets=10000)
-        return {str(b["Name"]) for b in items}
-    names: set[str] = await ctx.once("s3:buckets", fetch)
-    return names
+    async def fetch() -> list[dict[str, Any]]:
+        return await ctx.paginate("s3", BUCKETS.operation, BUCKETS.result_key, cursor=_CURSOR,
+                                  **{**BUCKETS.params, BUCKETS.region_param: ctx.region})
+    items: list[dict[str, Any]] = await ctx.once(BUCKETS.memo, fetch)  # the same memo as the table's list
+    return {str(b["Name"]) for b in items}
 
 
 async def _optional(ctx: Ctx, op: str, bucket: str, absent: tuple[str, ...]) -> dict[str, Any] | None:
