@@ -41,7 +41,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,27 @@ class TreeFile:
     path: str  # from the repository root
     blob: str  # hex object id: equal ids mean equal bytes
     data: bytes | None  # None when the caller said it already knows this blob
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One entry of a tree object: ``mode`` tells a directory, file, symlink or submodule apart
+    (:func:`entry_kind`)."""
+
+    name: str
+    mode: int
+    sha: str
+
+
+def entry_kind(mode: int) -> str:
+    """"dir", "symlink", "submodule" or "file", as :meth:`RepositoryCache.read_tree` tells them apart."""
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if mode & 0o170000 == 0o160000:
+        return "submodule"
+    return "file"
 
 
 @dataclass(frozen=True)
@@ -524,6 +545,13 @@ class RepositoryCache:
             files.sort(key=lambda f: f.path)
             return TreeSnapshot(commit, path, tree, tuple(files), tuple(problems))
 
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[TreeReader]:
+        """Trees and blobs by id through one open repository, for callers in a worker thread that walk a
+        tree themselves (the loader's per-directory reuse, which reads only the directories it has not seen)."""
+        with self._repo() as repo:
+            yield TreeReader(repo)
+
     async def read_blobs(self, blobs: Iterable[str]) -> dict[str, bytes]:
         """Bytes of the given blob ids (for files a caller skipped with ``known`` but now needs)."""
         ids = list(blobs)
@@ -544,6 +572,23 @@ class RepositoryCache:
             return Repo(str(self.path))
         except (OSError, NotGitRepository) as e:
             raise SourceError(f"the local cache {self.path} is unreadable: {e}", subject=self.subject) from e
+
+
+class TreeReader:
+    """One tree's entries and one blob's bytes by id (see :meth:`RepositoryCache.reader`)."""
+
+    def __init__(self, repo: Repo) -> None:
+        self._store = repo.object_store
+
+    def entries(self, tree: str) -> list[TreeEntry]:
+        t = self._store[_oid(tree)]
+        assert isinstance(t, Tree)
+        return [TreeEntry(e.path.decode("utf-8", "replace"), e.mode, e.sha.decode("ascii")) for e in t.iteritems()]
+
+    def blob(self, blob: str) -> bytes:
+        b = self._store[_oid(blob)]
+        assert isinstance(b, Blob)
+        return b.as_raw_string()
 
 
 # --- helpers --------------------------------------------------------------------------------------

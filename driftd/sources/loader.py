@@ -1,6 +1,6 @@
 """An environment's desired state at its branch's current commit, parsed as little as possible.
 
-Three caches make steady state cheap:
+Four caches make steady state (and a cold start over many branches) cheap:
 
 1. per environment: the commit, the tree ids of its kubernetes and aws paths and
    the resulting state. Same commit -> the same state, no work at all. New commit
@@ -9,7 +9,10 @@ Three caches make steady state cheap:
    environment whose branch holds the same tree;
 3. per blob: the documents of a file, so a commit that changes one file of
    2,000 re-parses one file. Bounded by the number of entries and by the YAML
-   nodes they hold (aliases expanded), so memory stays bounded whatever the files.
+   nodes they hold (aliases expanded), so memory stays bounded whatever the files;
+4. per directory of a plain tree (no kustomize, Helm or SOPS): its objects, errors and
+   budget totals by tree id (:mod:`.subtrees`), so a branch that differs from another in
+   one file costs the walk of that file's directories. Bounded like the blob cache.
 
 Every tree load carries a :class:`~.yamlsafe.Budget`: the nodes, bytes and documents
 of its files (cached or not, kustomize output included) count against the tree
@@ -59,6 +62,7 @@ from .manifests import (
 )
 from .signatures import CommitSignature, SignatureVerifier, read_trusted_keys
 from .sops import SopsDecryptor, is_encrypted
+from .subtrees import NotPlain, PlainTreeLoader, Refusal, Segment, budget_state
 from .yamlsafe import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits, relocate
 
 log = get_logger(__name__)
@@ -136,7 +140,8 @@ class DesiredStateLoader:
                  helm: HelmRenderer | None = None, sops: SopsDecryptor | None = None,
                  verifier: SignatureVerifier | None = None,
                  supported_aws_types: frozenset[str] | None = None, limits: Limits = DEFAULT_LIMITS,
-                 blob_cache_size: int = 200_000, blob_cache_nodes: int = 2_000_000, tree_cache_size: int = 512) -> None:
+                 blob_cache_size: int = 200_000, blob_cache_nodes: int = 2_000_000, tree_cache_size: int = 512,
+                 reuse_directories: bool = True) -> None:
         self.repositories = repositories
         self.kustomizer = kustomizer or Kustomizer()
         self.helm = helm or HelmRenderer()
@@ -152,7 +157,17 @@ class DesiredStateLoader:
             _Lru(tree_cache_size)
         # objects built per cached parse result, shared by environments reading the same files
         self._objects = ObjectMemo()
+        # plain trees (no kustomize/Helm/SOPS) assembled from their directories' results, kept by tree id:
+        # branches that share most directories share their work (see subtrees.py). Bounded like the blob cache.
+        self._segments: _Lru[tuple[Any, ...], Segment] = _Lru(blob_cache_size, blob_cache_nodes)
+        self._plain = PlainTreeLoader(self._segments, self._blobs, self._objects, limits) if reuse_directories \
+            else None
         self.parse_count = 0  # files parsed since start (tests and benchmarks read it)
+
+    @property
+    def directories_reused(self) -> int:
+        """Directories of plain trees whose results were reused from another load (tests, benchmarks)."""
+        return self._plain.reused if self._plain is not None else 0
 
     def last_good_revision(self, env: str) -> str | None:
         return self._last_good.get(env)
@@ -242,10 +257,21 @@ class DesiredStateLoader:
             else:
                 kkey: tuple[Any, ...] = ("k8s", kube_tree, kube.namespace, kube.allow_remote_bases)
                 hit = self._trees.get_fresh(kkey)
+                refusal: Refusal | None = None
+                if hit is None and self._plain is not None:
+                    plain = await anyio.to_thread.run_sync(self._plain_tree, cache, kube_tree, kube.path,
+                                                           kube.namespace)
+                    if isinstance(plain, tuple):
+                        hit = plain
+                        self._trees.put(kkey, hit)
+                        parsed = True
+                    else:
+                        refusal = plain
                 if hit is None:
                     snap = await cache.read_tree(commit, kube.path, known=lambda b: ("k8s", b) in self._blobs)
                     hit, deps, dynamic = await self._kubernetes(cache, snap, kube.namespace, cluster,
-                                                                env.sops_age_key_file, kube.allow_remote_bases)
+                                                                env.sops_age_key_file, kube.allow_remote_bases,
+                                                                refusal)
                     # Not shared by tree: a Helm rendering also depends on the cluster and on charts outside
                     # the tree, decrypted objects on the environment's key (they stay in this env's state).
                     if not dynamic:
@@ -282,7 +308,8 @@ class DesiredStateLoader:
     # --- kubernetes ------------------------------------------------------------------------------------
 
     async def _kubernetes(self, cache: RepositoryCache, snap: TreeSnapshot, namespace: str,
-                          cluster: ClusterInfoSource | None, age_key_file: Path | None, allow_remote: bool = False
+                          cluster: ClusterInfoSource | None, age_key_file: Path | None, allow_remote: bool = False,
+                          refusal: Refusal | None = None
                           ) -> tuple[tuple[tuple[DesiredObject, ...], tuple[DesiredStateError, ...], tuple[str, ...]],
                                      tuple[tuple[str, str | None], ...], bool]:
         """(objects, problems, ()), the trees outside the path it read (Helm charts), and whether the
@@ -315,7 +342,7 @@ class DesiredStateLoader:
             return path in skip_paths or under_any(path, cdirs) or under_any(path, kustomize_dirs)
 
         budget = Budget(self.limits)
-        files = await anyio.to_thread.run_sync(self._parse_manifests, cache, snap.files, data, skip, budget)
+        files = await anyio.to_thread.run_sync(self._parse_manifests, cache, snap.files, data, skip, budget, refusal)
         encrypted = [path for path, p in files.items() if p.error is None and is_encrypted(p.documents)]
         for path in sorted(p for p in data if under_any(p, kustomize_dirs) and is_manifest_path(p)
                            and b"sops:" in data[p] and is_encrypted(parse_file(data[p], p, self.limits).documents)):
@@ -345,6 +372,23 @@ class DesiredStateLoader:
                                              memo=self._objects)
         problems.extend(errs)
         return (objects, tuple(problems), ()), deps, bool(rfiles or encrypted)
+
+    def _plain_tree(self, cache: RepositoryCache, tree: str, path: str, namespace: str
+                    ) -> tuple[tuple[DesiredObject, ...], tuple[DesiredStateError, ...], tuple[str, ...]] | \
+            Refusal | None:
+        """The tree's (objects, problems, ()) from its directories' results; when it is not plain, None or the
+        file its budget refused (the general path then reads the tree; for a plain tree it gives the same
+        result, only slower)."""
+        assert self._plain is not None
+        before = self._plain.parse_count
+        try:
+            with cache.reader() as reader:
+                objects, errors = self._plain.load(reader, tree, path, namespace, cache.url, cache.limits)
+        except NotPlain as e:
+            return e.refusal
+        finally:
+            self.parse_count += self._plain.parse_count - before
+        return objects, errors, ()
 
     async def _decrypt(self, cache: RepositoryCache, snap: TreeSnapshot, files: dict[str, Parsed],
                        data: dict[str, bytes], encrypted: list[str], key_file: Path | None) -> None:
@@ -442,7 +486,8 @@ class DesiredStateLoader:
         return read
 
     def _parse_manifests(self, cache: RepositoryCache, entries: tuple[TreeFile, ...],
-                         data: Mapping[str, bytes], skip: Callable[[str], bool], budget: Budget) -> dict[str, Parsed]:
+                         data: Mapping[str, bytes], skip: Callable[[str], bool], budget: Budget,
+                         refusal: Refusal | None = None) -> dict[str, Parsed]:
         out: dict[str, Parsed] = {}
         for f in entries:
             if not is_manifest_path(f.path) or skip(f.path):
@@ -462,8 +507,13 @@ class DesiredStateLoader:
             raw = data.get(f.path)
             if raw is None:  # evicted from the blob cache since read_tree: read it now (we are in a worker thread)
                 raw = cache.read_blobs_sync([f.blob])[f.blob]
-            p = parse_file(raw, f.path, self.limits, budget)
-            self.parse_count += 1
+            if refusal is not None and (refusal.path, refusal.blob, refusal.before) == \
+                    (f.path, f.blob, budget_state(budget)):
+                p = refusal.parsed  # parsed by the plain-tree walk, with the same budget spent: the same refusal
+                budget.nodes, budget.bytes, budget.documents = refusal.after
+            else:
+                p = parse_file(raw, f.path, self.limits, budget)
+                self.parse_count += 1
             out[f.path] = p
             if isinstance(p.error, BudgetExceeded):
                 break  # not cached: whether a file fits depends on the rest of its tree

@@ -172,61 +172,34 @@ class ManifestSet:
         """Objects of one file (or one kustomize or Helm rendering, ``file`` being its kustomization or
         release file). ``namespace`` overrides the default namespace (a Helm release's). ``memoize``: the
         documents are a cached parse result that other loads share (never for decrypted ones)."""
-        ns = namespace or self.namespace
-        memo = self.memo if memoize and not sensitive else None
-        key = (id(documents), file, source_file, ns)
-        built = memo.get(key) if memo is not None else None
-        if built is None:
-            built = []
-            for doc in documents:
-                if doc.value is None:
-                    continue
-                self._build(doc.value, file, doc.line, doc.column, f"{source_file or file}#{doc.index}", ns,
-                            sensitive, built)
-            if memo is not None:
-                memo.put(key, documents, built)
+        self.add_items(file_items(documents, file, namespace or self.namespace, source_file=source_file,
+                                  sensitive=sensitive, memo=self.memo if memoize else None))
+
+    def add_items(self, built: Iterable[tuple[DesiredObject | DesiredStateError, Mapping[str, Any] | None]]) -> None:
+        """Objects (checked for duplicates) and errors, in order, as :func:`file_items` gives them."""
         for item, where in built:
             if isinstance(item, DesiredStateError):
                 self.errors.append(item)
             else:
+                assert where is not None
                 self._accept(item, where)
 
-    def _build(self, value: Any, file: str, line: int, column: int, source: str, namespace: str,
-               sensitive: bool, out: _Built) -> None:
-        where = {"file": file, "line": line or None, "column": column or None}
-        if not isinstance(value, Mapping):
-            out.append((DesiredStateError(
-                f"expected a Kubernetes object (a mapping), found {type(value).__name__}", **where), where))  # type: ignore[arg-type]
-            return
-        kind = value.get("kind")
-        if isinstance(kind, str) and kind.endswith("List") and isinstance(value.get("items"), list):
-            for i, item in enumerate(value["items"]):
-                self._build(item, file, line, column, f"{source}.items[{i}]", namespace, sensitive, out)
-            return
-        missing = _missing_fields(value)
-        if missing:
-            out.append((DesiredStateError(f"{_describe(value)}: {missing}", **where), where))  # type: ignore[arg-type]
-            return
-        api_version, meta = str(value["apiVersion"]), value["metadata"]
-        kind = str(kind)
-        name = str(meta["name"])
-        ns: str = meta.get("namespace") or ""
-        body: Mapping[str, Any] = value
-        if kind in CLUSTER_SCOPED_KINDS:
-            ns = ""
-        elif not ns:
-            ns = namespace
-            # a new top level and metadata; the rest is shared with the parse cache (bodies are read-only)
-            body = {**value, "metadata": {**meta, "namespace": ns}}
-        invalid = kind_problem(kind) or name_problem(kind, name) or (namespace_problem(ns) if ns else None)
-        if invalid:
-            # never a request: the name would become an API path (another object, or one without dryRun)
-            self.errors.append(DesiredStateError(f"{kind} {name!r}: {invalid}", **where))  # type: ignore[arg-type]
-            return
-        key = ResourceKey(TargetKind.KUBERNETES, kind, name, ns, api_version)
-        out.append((DesiredObject(key=key, body=body, source=source, sensitive=sensitive), where))
+    def extend_disjoint(self, objects: Sequence[DesiredObject], errors: Sequence[DesiredStateError],
+                        seen: Mapping[tuple[str, str, str, str], tuple[DesiredObject, int | None]]) -> bool:
+        """Objects already free of duplicates among themselves (``seen``: their identities), in bulk, when none
+        was accepted before; False (nothing added) otherwise, and the caller adds them one by one."""
+        if not self._seen.keys().isdisjoint(seen):
+            return False
+        self.objects.extend(objects)
+        self.errors.extend(errors)
+        self._seen.update(seen)
+        return True
 
-    def _accept(self, obj: DesiredObject, where: dict[str, Any]) -> None:
+    @property
+    def seen(self) -> Mapping[tuple[str, str, str, str], tuple[DesiredObject, int | None]]:
+        return self._seen
+
+    def _accept(self, obj: DesiredObject, where: Mapping[str, Any]) -> None:
         key = obj.key
         ident = (key.group, key.kind, key.namespace, key.name)
         if ident in self._seen:
@@ -238,6 +211,61 @@ class ManifestSet:
             return
         self._seen[ident] = (obj, where["line"])
         self.objects.append(obj)
+
+
+def file_items(documents: Sequence[Document], file: str, namespace: str, *, source_file: str | None = None,
+               sensitive: bool = False, memo: ObjectMemo | None = None) -> _Built:
+    """One file's objects and errors in document order, each with where it was declared, before the duplicate
+    check across files; from ``memo`` when the same parse result was built before (never decrypted ones)."""
+    memo = memo if not sensitive else None
+    key = (id(documents), file, source_file, namespace)
+    built = memo.get(key) if memo is not None else None
+    if built is None:
+        built = []
+        for doc in documents:
+            if doc.value is None:
+                continue
+            _build(doc.value, file, doc.line, doc.column, f"{source_file or file}#{doc.index}", namespace,
+                   sensitive, built)
+        if memo is not None:
+            memo.put(key, documents, built)
+    return built
+
+
+def _build(value: Any, file: str, line: int, column: int, source: str, namespace: str,
+           sensitive: bool, out: _Built) -> None:
+    where = {"file": file, "line": line or None, "column": column or None}
+    if not isinstance(value, Mapping):
+        out.append((DesiredStateError(
+            f"expected a Kubernetes object (a mapping), found {type(value).__name__}", **where), where))  # type: ignore[arg-type]
+        return
+    kind = value.get("kind")
+    if isinstance(kind, str) and kind.endswith("List") and isinstance(value.get("items"), list):
+        for i, item in enumerate(value["items"]):
+            _build(item, file, line, column, f"{source}.items[{i}]", namespace, sensitive, out)
+        return
+    missing = _missing_fields(value)
+    if missing:
+        out.append((DesiredStateError(f"{_describe(value)}: {missing}", **where), where))  # type: ignore[arg-type]
+        return
+    api_version, meta = str(value["apiVersion"]), value["metadata"]
+    kind = str(kind)
+    name = str(meta["name"])
+    ns: str = meta.get("namespace") or ""
+    body: Mapping[str, Any] = value
+    if kind in CLUSTER_SCOPED_KINDS:
+        ns = ""
+    elif not ns:
+        ns = namespace
+        # a new top level and metadata; the rest is shared with the parse cache (bodies are read-only)
+        body = {**value, "metadata": {**meta, "namespace": ns}}
+    invalid = kind_problem(kind) or name_problem(kind, name) or (namespace_problem(ns) if ns else None)
+    if invalid:
+        # never a request: the name would become an API path (another object, or one without dryRun)
+        out.append((DesiredStateError(f"{kind} {name!r}: {invalid}", **where), where))  # type: ignore[arg-type]
+        return
+    key = ResourceKey(TargetKind.KUBERNETES, kind, name, ns, api_version)
+    out.append((DesiredObject(key=key, body=body, source=source, sensitive=sensitive), where))
 
 
 def _missing_fields(v: Mapping[str, Any]) -> str:
