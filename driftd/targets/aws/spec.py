@@ -31,7 +31,7 @@ from ...diff.aws_compare import CompareSpec, tags_to_map
 from ...errors import DriftdError
 from ...model import AwsDeclaration, Change, ResourceKey
 from .actions import iam_action
-from .base import Adapter, ApiError, Ctx, Live, changed_top, per_resource, resolved, tag_delta
+from .base import Adapter, ApiError, Ctx, Live, changed_top, desired_tags, per_resource, resolved, tag_delta
 
 Item = Mapping[str, Any]  # one element of a list call's answer, or a per-resource read's answer
 
@@ -140,6 +140,7 @@ class Tags:
     result_key: str = "Tags"
     shape: str = "list"
     batch_read: Callable[[Ctx, list[Item]], Any] | None = None  # reads tags for many items in few calls
+    whole: bool = False  # the set call replaces the whole tag set (S3): it gets every desired tag, no unset call
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class Create:
     then: tuple[Write, ...] = ()  # settings the create call cannot take, applied when declared
     needs_tags_after: bool = False  # the create call takes no tags: tag the new resource afterwards
     id_from: Callable[[str, Mapping[str, Any]], Live] | None = None  # (name, answer) -> ids of the new resource
+    regional: Callable[[str], dict[str, Any]] | None = None  # request parameters naming the pass's region
 
 
 @dataclass(frozen=True)
@@ -554,7 +556,9 @@ class SpecAdapter(Adapter):
         for w in t.writes:
             if top & w.props and w.props & set(props):
                 await self._apply(ctx, w, changed, props)
-        if "Tags" in top and t.tags is not None:
+        if "Tags" in top and t.tags is not None and t.tags.whole:
+            await self.write(ctx, t.tags.set_op, **t.tags.set_params(live, desired_tags(decl, ctx)))
+        elif "Tags" in top and t.tags is not None:
             to_set, to_remove = tag_delta(decl, live.get("Tags"), ctx)
             to_remove = [k for k in to_remove if k not in IDENTITY_TAGS]
             if to_set:
@@ -578,7 +582,10 @@ class SpecAdapter(Adapter):
                               subject=self.physical_id(decl))
         props = resolved(decl)
         tags = self.create_tags(ctx, decl) if t.tags is not None else {}
-        answer = await self.write(ctx, t.create.operation, **t.create.params(self.physical_id(decl), props, tags))
+        params = t.create.params(self.physical_id(decl), props, tags)
+        if t.create.regional is not None:
+            params.update(t.create.regional(ctx.region))
+        answer = await self.write(ctx, t.create.operation, **params)
         for memo in (f"{t.service}:{t.type_name}", f"{t.service}:{t.type_name}:items", t.list.memo if t.list else ""):
             ctx.memo.pop(memo, None)  # the next read in this pass sees the new resource
         live: Live = t.create.id_from(self.physical_id(decl), answer) if t.create.id_from else {}

@@ -1,23 +1,22 @@
-"""AWS::S3::Bucket: versioning, encryption, public access block, tags, lifecycle rules.
+"""AWS::S3::Bucket as a table: versioning, encryption, public access block, tags, lifecycle rules.
 
-S3 has no batch describe: one ListBuckets for existence (and the unmanaged
-view), then per bucket one Get call per declared property only. Revert: one
-Put call per drifted property.
+S3 has no batch describe: one ListBuckets for existence (and the unmanaged view), then per bucket one Get call
+per declared (or baselined) property only. Revert: one Put call per drifted property; tags as a whole set.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-from ....diff.aws_compare import CompareSpec, tags_to_map
-from ....model import AwsDeclaration, Change
-from ..base import Adapter, ApiError, Ctx, Live, changed_top, desired_tags, kv_tags, per_resource, resolved
+from ....diff.aws_compare import CompareSpec
+from ....model import AwsDeclaration
+from ..base import Ctx, Live
 from ..registry import register
-from ..spec import ListCall
+from ..spec import Create, ListCall, Prop, Read, SpecAdapter, Tags, TypeSpec, Write, kv
 
 PAB_KEYS = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
 
@@ -168,30 +167,92 @@ async def list_bucket_names(ctx: Ctx) -> set[str]:
     return {str(b["Name"]) for b in items}
 
 
-async def _optional(ctx: Ctx, op: str, bucket: str, absent: tuple[str, ...]) -> dict[str, Any] | None:
-    try:
-        return await ctx.call("s3", op, Bucket=bucket)
-    except ApiError as e:
-        if e.code in absent:
-            return None
-        raise
+def _get(operation: str, *absent: str) -> Read:
+    """A per-bucket Get; ``absent`` codes: the bucket has none of it."""
+    return Read(operation, lambda b: {"Bucket": b["Name"]}, absent=absent)
+
+
+_READS = (_get("get_bucket_versioning"),
+          _get("get_bucket_encryption", "ServerSideEncryptionConfigurationNotFoundError"),
+          _get("get_public_access_block", "NoSuchPublicAccessBlockConfiguration"),
+          _get("get_bucket_policy", "NoSuchBucketPolicy"),
+          _get("get_bucket_acl"),
+          _get("get_bucket_ownership_controls", "OwnershipControlsNotFoundError"),
+          _get("get_bucket_lifecycle_configuration", "NoSuchLifecycleConfiguration"))
+VERSIONING, ENCRYPTION, PAB, POLICY, ACL, OWNERSHIP, LIFECYCLE = range(len(_READS))
+
+
+def _pab(a: Mapping[str, Any]) -> dict[str, bool]:
+    cfg = a.get("PublicAccessBlockConfiguration") or {}
+    return {k: bool(cfg.get(k, False)) for k in PAB_KEYS}  # none configured reads as all false
+
+
+def _pab_normal(v: Any) -> Any:
+    return {k: bool(str(x).lower() == "true") for k, x in v.items()} if isinstance(v, Mapping) else v
+
+
+def _encryption(a: Mapping[str, Any]) -> dict[str, Any] | None:
+    if "ServerSideEncryptionConfiguration" not in a:
+        return None
+    return {"ServerSideEncryptionConfiguration": [_sse_to_cfn(r) for r in
+                                                  a["ServerSideEncryptionConfiguration"].get("Rules") or []]}
+
+
+def _acl(a: Mapping[str, Any]) -> list[str]:
+    owner = (a.get("Owner") or {}).get("ID")
+    return sorted(f"{_grantee(g.get('Grantee') or {}, owner)}:{g.get('Permission')}" for g in a.get("Grants") or [])
+
+
+def _put(operation: str, prop: str, build: Any) -> Write:
+    return Write(operation, frozenset({prop}), lambda live, p: {"Bucket": live["Bucket"], **build(p[prop])}
+                 if isinstance(p.get(prop), Mapping) else None)
+
+
+_WRITES = (
+    _put("put_bucket_versioning", "VersioningConfiguration",
+         lambda v: {"VersioningConfiguration": {"Status": v.get("Status", "Enabled")}}),
+    _put("put_bucket_encryption", "BucketEncryption", lambda v: {"ServerSideEncryptionConfiguration": {
+        "Rules": [_sse_to_api(r) for r in v.get("ServerSideEncryptionConfiguration") or []]}}),
+    _put("put_public_access_block", "PublicAccessBlockConfiguration",
+         lambda v: {"PublicAccessBlockConfiguration": {k: bool(v.get(k, False)) for k in PAB_KEYS}}),
+    _put("put_bucket_lifecycle_configuration", "LifecycleConfiguration", lambda v: {
+        "LifecycleConfiguration": {"Rules": [lifecycle_rule_to_api(r) for r in v.get("Rules") or []]}}))
 
 
 @register
-class Bucket(Adapter):
-    type_name = "AWS::S3::Bucket"
-    service = "s3"
-    name_property = "BucketName"
-    properties = frozenset({"BucketName", "VersioningConfiguration", "BucketEncryption",
-                            "PublicAccessBlockConfiguration", "Tags", "LifecycleConfiguration"})
-    read_permissions = ("s3:ListAllMyBuckets", "s3:GetBucketVersioning", "s3:GetEncryptionConfiguration",
-                        "s3:GetBucketPublicAccessBlock", "s3:GetBucketTagging", "s3:GetLifecycleConfiguration",
-                        "s3:GetBucketPolicy", "s3:GetBucketAcl", "s3:GetBucketOwnershipControls")
-    revert_permissions = ("s3:CreateBucket", "s3:PutBucketVersioning", "s3:PutEncryptionConfiguration",
-                          "s3:PutBucketPublicAccessBlock", "s3:PutBucketTagging", "s3:PutLifecycleConfiguration")
-    spec = CompareSpec(sets={"/LifecycleConfiguration/Rules": _lifecycle_id}, closed=("/Tags",))
-    # BucketPolicyPresent and AccessControl are driftd's names (no such CloudFormation property): whether a
-    # bucket policy exists, and the ACL's grants as "grantee:permission".
+class Bucket(SpecAdapter):
+    table = TypeSpec(
+        type_name="AWS::S3::Bucket", service="s3", name_property="BucketName",
+        list=BUCKETS,
+        item_id=lambda b: str(b["Name"]),
+        ids=lambda b: {"Bucket": b["Name"]},
+        reads=_READS,
+        props={
+            # Never enabled reads as no Status; for a declaration that is "Suspended".
+            "VersioningConfiguration": Prop(lambda a: {"Status": a.get("Status") or "Suspended"}, source=VERSIONING),
+            "BucketEncryption": Prop(_encryption, source=ENCRYPTION),
+            "PublicAccessBlockConfiguration": Prop(_pab, source=PAB, normalize=_pab_normal),
+            "LifecycleConfiguration": Prop(lambda a: {"Rules": [lifecycle_rule_to_cfn(r) for r in a["Rules"]]}
+                                           if "Rules" in a else None, source=LIFECYCLE),
+            # driftd's names (no such CloudFormation property): whether a bucket policy exists, the ACL's grants
+            # as "grantee:permission"; OwnershipControls is read for its baseline only.
+            "BucketPolicyPresent": Prop(lambda a: "Policy" in a, source=POLICY),
+            "AccessControl": Prop(_acl, source=ACL),
+            "OwnershipControls": Prop(lambda a: {"Rules": [{"ObjectOwnership": r.get("ObjectOwnership")} for r in
+                                                           (a.get("OwnershipControls") or {}).get("Rules") or []]},
+                                      source=OWNERSHIP)},
+        tags=Tags(read=_get("get_bucket_tagging", "NoSuchTagSet"), result_key="TagSet", whole=True,
+                  set_op="put_bucket_tagging", set_params=lambda live, t: {"Bucket": live["Bucket"],
+                                                                           "Tagging": {"TagSet": kv(t)}},
+                  unset_op="delete_bucket_tagging", unset_params=lambda live, k: {"Bucket": live["Bucket"]}),
+        compare=CompareSpec(sets={"/LifecycleConfiguration/Rules": _lifecycle_id}, closed=("/Tags",)),
+        writes=_WRITES,
+        create=Create("create_bucket", lambda name, p, tags: {"Bucket": name}, then=_WRITES, needs_tags_after=True,
+                      id_from=lambda name, a: {"Bucket": name},
+                      regional=lambda region: {} if region == "us-east-1" else {
+                          "CreateBucketConfiguration": {"LocationConstraint": region}}),
+        baseline_only=frozenset({"BucketPolicyPresent", "AccessControl", "OwnershipControls"}),
+    )
     baseline_properties = ("BucketPolicyPresent", "AccessControl", "OwnershipControls",
                            "PublicAccessBlockConfiguration")
     restorable = frozenset({"PublicAccessBlockConfiguration"})
@@ -202,106 +263,7 @@ class Bucket(Adapter):
             return
         bucket = self.physical_id(decl)
         if isinstance(value, Mapping) and any(value.values()):
-            await ctx.call("s3", "put_public_access_block", Bucket=bucket,
-                           PublicAccessBlockConfiguration={k: bool(value.get(k, False)) for k in PAB_KEYS})
+            await self.write(ctx, "put_public_access_block", Bucket=bucket,
+                             PublicAccessBlockConfiguration={k: bool(value.get(k, False)) for k in PAB_KEYS})
         else:
-            await ctx.call("s3", "delete_public_access_block", Bucket=bucket)
-
-    def normalize(self, props: Mapping[str, Any]) -> dict[str, Any]:
-        out = super().normalize(props)
-        pab = out.get("PublicAccessBlockConfiguration")
-        if isinstance(pab, Mapping):
-            out["PublicAccessBlockConfiguration"] = {k: bool(str(v).lower() == "true") for k, v in pab.items()}
-        return out
-
-    async def _read_one(self, ctx: Ctx, bucket: str, props: set[str]) -> Live:
-        live: Live = {"BucketName": bucket}
-        if "VersioningConfiguration" in props:
-            v = await ctx.call("s3", "get_bucket_versioning", Bucket=bucket)
-            # Never enabled reads as no Status; for a declaration that is "Suspended".
-            live["VersioningConfiguration"] = {"Status": v.get("Status") or "Suspended"}
-        if "BucketEncryption" in props:
-            e = await _optional(ctx, "get_bucket_encryption", bucket,
-                                ("ServerSideEncryptionConfigurationNotFoundError",))
-            if e is not None:
-                rules = (e.get("ServerSideEncryptionConfiguration") or {}).get("Rules") or []
-                live["BucketEncryption"] = {"ServerSideEncryptionConfiguration": [_sse_to_cfn(r) for r in rules]}
-        if "PublicAccessBlockConfiguration" in props:
-            p = await _optional(ctx, "get_public_access_block", bucket, ("NoSuchPublicAccessBlockConfiguration",))
-            cfg = (p or {}).get("PublicAccessBlockConfiguration") or {}
-            live["PublicAccessBlockConfiguration"] = {k: bool(cfg.get(k, False)) for k in PAB_KEYS}
-        if "Tags" in props:
-            t = await _optional(ctx, "get_bucket_tagging", bucket, ("NoSuchTagSet",))
-            live["Tags"] = (t or {}).get("TagSet") or []
-        if "BucketPolicyPresent" in props:
-            live["BucketPolicyPresent"] = await _optional(ctx, "get_bucket_policy", bucket,
-                                                          ("NoSuchBucketPolicy",)) is not None
-        if "AccessControl" in props:
-            acl = await ctx.call("s3", "get_bucket_acl", Bucket=bucket)
-            owner = (acl.get("Owner") or {}).get("ID")
-            live["AccessControl"] = sorted(
-                f"{_grantee(g.get('Grantee') or {}, owner)}:{g.get('Permission')}" for g in acl.get("Grants") or [])
-        if "OwnershipControls" in props:
-            oc = await _optional(ctx, "get_bucket_ownership_controls", bucket, ("OwnershipControlsNotFoundError",))
-            rules = ((oc or {}).get("OwnershipControls") or {}).get("Rules") or []
-            live["OwnershipControls"] = {"Rules": [{"ObjectOwnership": r.get("ObjectOwnership")} for r in rules]}
-        if "LifecycleConfiguration" in props:
-            lc = await _optional(ctx, "get_bucket_lifecycle_configuration", bucket,
-                                 ("NoSuchLifecycleConfiguration",))
-            if lc is not None:
-                live["LifecycleConfiguration"] = {"Rules": [lifecycle_rule_to_cfn(r) for r in lc.get("Rules") or []]}
-        return live
-
-    async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
-        existing = await list_bucket_names(ctx)
-        props = self.declared(decls, ctx)
-        pids = [p for p in (self.physical_id(d) for d in decls) if p in existing]
-        return await per_resource(ctx, self.type_name, pids, lambda b: self._read_one(ctx, b, props))
-
-    async def list_all(self, ctx: Ctx) -> dict[str, Mapping[str, str]]:
-        names = await list_bucket_names(ctx)
-        if not ctx.tag_filter:
-            return {n: {} for n in names}
-        tagged = await per_resource(ctx, self.type_name, names, lambda b: self._read_one(ctx, b, {"Tags"}))
-        return {n: tags_to_map(v.get("Tags")) for n, v in tagged.items()}
-
-    async def _put(self, ctx: Ctx, bucket: str, prop: str, props: Mapping[str, Any], decl: AwsDeclaration) -> None:
-        if prop == "VersioningConfiguration":
-            await ctx.call("s3", "put_bucket_versioning", Bucket=bucket,
-                           VersioningConfiguration={"Status": props[prop].get("Status", "Enabled")})
-        elif prop == "BucketEncryption":
-            rules = [_sse_to_api(r) for r in props[prop].get("ServerSideEncryptionConfiguration") or []]
-            await ctx.call("s3", "put_bucket_encryption", Bucket=bucket,
-                           ServerSideEncryptionConfiguration={"Rules": rules})
-        elif prop == "PublicAccessBlockConfiguration":
-            cfg = {k: bool(props[prop].get(k, False)) for k in PAB_KEYS}
-            await ctx.call("s3", "put_public_access_block", Bucket=bucket, PublicAccessBlockConfiguration=cfg)
-        elif prop == "Tags":
-            await ctx.call("s3", "put_bucket_tagging", Bucket=bucket,
-                           Tagging={"TagSet": kv_tags(desired_tags(decl, ctx))})
-        elif prop == "LifecycleConfiguration":
-            rules = [lifecycle_rule_to_api(r) for r in props[prop].get("Rules") or []]
-            await ctx.call("s3", "put_bucket_lifecycle_configuration", Bucket=bucket,
-                           LifecycleConfiguration={"Rules": rules})
-
-    async def revert(self, ctx: Ctx, decl: AwsDeclaration, live: Live, changes: Sequence[Change]) -> None:
-        bucket = self.physical_id(decl)
-        props = resolved(decl)
-        for prop in sorted(changed_top(changes)):
-            if prop in props:
-                await self._put(ctx, bucket, prop, props, decl)
-
-    async def create(self, ctx: Ctx, decl: AwsDeclaration) -> None:
-        bucket = self.physical_id(decl)
-        params: dict[str, Any] = {"Bucket": bucket}
-        if ctx.region != "us-east-1":
-            params["CreateBucketConfiguration"] = {"LocationConstraint": ctx.region}
-        await ctx.call("s3", "create_bucket", **params)
-        ctx.memo.pop("s3:buckets", None)
-        props = resolved(decl)
-        for prop in ("VersioningConfiguration", "BucketEncryption", "PublicAccessBlockConfiguration",
-                     "LifecycleConfiguration"):
-            if isinstance(props.get(prop), Mapping):
-                await self._put(ctx, bucket, prop, props, decl)
-        if decl.properties.get("Tags") or ctx.tag_filter:
-            await self._put(ctx, bucket, "Tags", decl.properties, decl)
+            await self.write(ctx, "delete_public_access_block", Bucket=bucket)
