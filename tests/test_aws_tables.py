@@ -1,5 +1,6 @@
-"""The older AWS types as tables (SSM Parameter, DynamoDB Table, AutoScaling Group, Lambda, BucketPolicy): reads in
-as few calls as their hand-written adapters made, reverts carrying only what drifted, against the sandbox's moto.
+"""The older AWS types as tables (SSM Parameter, DynamoDB Table, AutoScaling Group, Lambda, BucketPolicy, IAM
+Role): reads in as few calls as their hand-written adapters made, reverts carrying only what drifted,
+against the sandbox's moto.
 
 Operators drift through boto3 as the console would; the checks count the calls a declared-only pass makes."""
 
@@ -86,6 +87,16 @@ Resources:
       AvailabilityZones: [eu-west-3a]
       LaunchTemplate: {LaunchTemplateId: !Ref LaunchTemplateId, Version: "1"}
       Tags: [{Key: team, Value: app, PropagateAtLaunch: true}]
+  AppRole:
+    Type: AWS::IAM::Role
+    Properties:
+      RoleName: !Sub app-${Run}
+      AssumeRolePolicyDocument:
+        Statement: [{Effect: Allow, Principal: {Service: ec2.amazonaws.com}, Action: "sts:AssumeRole"}]
+      Policies:
+        - PolicyName: read
+          PolicyDocument: {Statement: [{Effect: Allow, Action: "s3:GetObject", Resource: "*"}]}
+      Tags: [{Key: team, Value: app}]
   DataPolicy:
     Type: AWS::S3::BucketPolicy
     Properties:
@@ -127,7 +138,7 @@ async def test_older_types_as_tables_read_minimally_and_revert_only_what_drifted
     first = await target.check(env, many, inventory=frozenset())
     assert first.errors == ()
     assert {d.key.name for d in first.drifts if d.drift is DriftKind.MISSING} == {
-        f"sessions-{run}", f"workers-{run}", f"data-{run}", *(f"fn{i}-{run}" for i in range(12))}
+        f"sessions-{run}", f"workers-{run}", f"data-{run}", f"app-{run}", *(f"fn{i}-{run}" for i in range(12))}
     done = await target.revert(env, many, first.drifts)
     assert [d.reason for d in done if d.action is not Action.REVERTED] == []
     assert (await target.check(env, many, inventory=frozenset())).drifts == ()
@@ -142,7 +153,9 @@ async def test_older_types_as_tables_read_minimally_and_revert_only_what_drifted
                                (few, "AWS::SSM::Parameter", 2),  # DescribeParameters by name + GetParameters
                                (few, "AWS::DynamoDB::Table", 2),  # DescribeTable + ListTagsOfResource
                                (few, "AWS::AutoScaling::AutoScalingGroup", 1),  # by name, tags included
-                               (few, "AWS::S3::BucketPolicy", 2)):  # ListBuckets + GetBucketPolicy
+                               (few, "AWS::S3::BucketPolicy", 2),  # ListBuckets + GetBucketPolicy
+                               # GetRole (tags included) + ListRolePolicies + GetRolePolicy
+                               (few, "AWS::IAM::Role", 3)):
         r = await target.check(env, only(state, kind), inventory=frozenset())
         assert (kind, r.drifts, r.api_calls) == (kind, (), calls)
 
@@ -157,12 +170,17 @@ async def test_older_types_as_tables_read_minimally_and_revert_only_what_drifted
                                      "Key": "team", "Value": "ops", "PropagateAtLaunch": True}])
     lam.update_function_configuration(FunctionName=f"fn1-{run}", Timeout=300)
     s3.delete_bucket_policy(Bucket=f"data-{run}")  # the bucket stays: its policy is missing
+    iam.delete_role_policy(RoleName=f"app-{run}", PolicyName="read")
+    iam.tag_role(RoleName=f"app-{run}", Tags=[{"Key": "team", "Value": "ops"}])
 
     r = await target.check(env, few, inventory=frozenset())
     assert r.errors == ()
     got = {d.key.name: paths(d) for d in r.drifts}
-    assert sorted(got) == sorted([f"/{run}/setting", f"sessions-{run}", f"workers-{run}", f"fn1-{run}", f"data-{run}"])
+    assert sorted(got) == sorted([f"/{run}/setting", f"sessions-{run}", f"workers-{run}", f"fn1-{run}", f"data-{run}",
+                                  f"app-{run}"])
     assert {d.key.name: d.drift for d in r.drifts}[f"data-{run}"] is DriftKind.MISSING
+    assert sorted(got[f"app-{run}"]) == ["/Policies/read", "/Tags/team"]
+    assert got[f"app-{run}"]["/Policies/read"].op is ChangeOp.REMOVE
     assert sorted(got[f"/{run}/setting"]) == ["/Description"]
     assert sorted(got[f"sessions-{run}"]) == ["/ProvisionedThroughput/ReadCapacityUnits", "/Tags/owner"]
     assert got[f"sessions-{run}"]["/Tags/owner"].op is ChangeOp.ADD
@@ -175,6 +193,7 @@ async def test_older_types_as_tables_read_minimally_and_revert_only_what_drifted
     assert [(d.key.name, d.reason) for d in done if d.action is not Action.REVERTED] == []
     assert (await target.check(env, many, inventory=frozenset())).drifts == ()
     assert ssm.get_parameter(Name=f"/{run}/setting")["Parameter"]["Value"] == "keep-me"
+    assert iam.list_role_policies(RoleName=f"app-{run}")["PolicyNames"] == ["read"]
     assert json.loads(s3.get_bucket_policy(Bucket=f"data-{run}")["Policy"])["Statement"][0]["Sid"] == "Deny"
     table = ddb.describe_table(TableName=f"sessions-{run}")["Table"]
     assert (table["ProvisionedThroughput"]["ReadCapacityUnits"], table["StreamSpecification"]["StreamEnabled"]) == (

@@ -88,6 +88,18 @@ class Read:
     absent: tuple[str, ...] = ()
     pages: tuple[str, str, str] | None = None
     missing: tuple[str, ...] = ()  # error codes meaning the resource itself does not exist (no bucket policy)
+    result_key: str = ""  # the answer under this key ("": the whole answer)
+    in_lookup: bool = False  # the list call's lookup answers the same (GetRole): not made for items it found
+
+
+@dataclass(frozen=True)
+class ReadEach:
+    """Names from a per-resource ``names`` read (paginated: its ``pages`` key lists them), then one ``operation``
+    per name (a role's inline policies: ListRolePolicies, then GetRolePolicy each). Answer: ``{"Items": [...]}``."""
+
+    names: Read
+    operation: str
+    params: Callable[[Item, str], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,7 @@ class Tags:
     shape: str = "list"
     batch_read: Callable[[Ctx, list[Item]], Any] | None = None  # reads tags for many items in few calls
     whole: bool = False  # the set call replaces the whole tag set (S3): it gets every desired tag, no unset call
+    in_lookup: bool = False  # items found by the list call's lookup carry their tags (GetRole; ListRoles does not)
 
 
 @dataclass(frozen=True)
@@ -164,7 +177,7 @@ class TypeSpec:
     name_property: str = ""
     identity: str = "name"  # "name", "tags" (no name: CloudFormation's or driftd's logical-id tags), "composite"
     composite: tuple[str, ...] = ()  # identity = "composite": these properties joined by "/"
-    reads: tuple[Read | BatchRead, ...] = ()
+    reads: tuple[Read | BatchRead | ReadEach, ...] = ()
     from_name: Callable[[str], Item] | None = None  # the item a name stands for, for reads addressed by name
     tags: Tags | None = None
     writes: tuple[Write, ...] = ()
@@ -184,6 +197,7 @@ class TypeSpec:
 
     def read_actions(self) -> tuple[str, ...]:
         ops = [*([self.list.operation] if self.list else []), *(r.operation for r in self.reads),
+               *(r.names.operation for r in self.reads if isinstance(r, ReadEach)),
                *([self.list.lookup.operation] if self.list and self.list.lookup else [])]
         if self.tags is not None and self.tags.read is not None:
             ops.append(self.tags.read.operation)
@@ -347,12 +361,12 @@ class SpecAdapter(Adapter):
                     tg.start_soon(one, part)
         return out
 
-    async def _item_tags(self, ctx: Ctx, items: Sequence[Item]) -> dict[int, dict[str, str]]:
+    async def _item_tags(self, ctx: Ctx, items: Sequence[Item], looked_up: bool = False) -> dict[int, dict[str, str]]:
         """Tags per item (by position), in as few calls as the type allows."""
         tg = self.table.tags
         if tg is None:
             return {}
-        if tg.read is None:
+        if tg.read is None or (looked_up and tg.in_lookup):
             return {i: _tag_map(it.get(tg.item_key), tg.shape) for i, it in enumerate(items)}
         if tg.batch_read is not None:
             got: dict[int, dict[str, str]] = await tg.batch_read(ctx, list(items))
@@ -367,17 +381,22 @@ class SpecAdapter(Adapter):
         await per_resource(ctx, self.type_name, [str(i) for i in range(len(items))], one)
         return out
 
-    async def _call_read(self, ctx: Ctx, r: Read, it: Item) -> Item:
+    async def _call_read(self, ctx: Ctx, r: Read | ReadEach, it: Item) -> Item:
+        if isinstance(r, ReadEach):
+            key = r.names.pages[0] if r.names.pages else ""
+            names = (await self._call_read(ctx, r.names, it)).get(key) or []
+            return {"Items": [await ctx.call(self.service, r.operation, **r.params(it, str(n))) for n in names]}
         try:
             if r.pages is not None:
                 key, token_in, token_out = r.pages
                 return {key: await ctx.paginate(self.service, r.operation, key, cursor=(token_in, token_out),
                                                 **r.params(it))}
-            return await ctx.call(self.service, r.operation, **r.params(it))
+            answer = await ctx.call(self.service, r.operation, **r.params(it))
         except ApiError as e:
             if e.code in r.absent:
                 return {}
             raise
+        return dict(answer.get(r.result_key) or {}) if r.result_key else answer
 
     async def _batch(self, ctx: Ctx, r: BatchRead, items: Sequence[Item]) -> dict[str, Item]:
         """Answers of a batched read by resource id; a failed call marks its resources unknown. Sequential: the
@@ -421,7 +440,7 @@ class SpecAdapter(Adapter):
             and not (isinstance(d.metadata, Mapping) and d.metadata.get("driftd.io/physical-id")) for d in decls)
 
     async def _candidates(self, ctx: Ctx, decls: Sequence[AwsDeclaration], wanted: set[str], sources: set[int],
-                          listed: bool) -> tuple[list[Any], bool]:
+                          listed: bool) -> tuple[list[Any], bool, bool]:
         """The items to read ``wanted`` from, in the fewest calls, and whether they are only assumed to exist
         (built from names, for batched reads that say which exist, when no declared property needs the listed
         item). A pass that lists the region anyway uses that
@@ -433,17 +452,17 @@ class SpecAdapter(Adapter):
         by_name = not ctx.unmanaged and t.identity == "name"
         if by_name and t.from_name is not None and sources and not listed and all(
                 isinstance(t.reads[s], BatchRead) for s in sources) and not self._unnamed(decls, set()):
-            return [t.from_name(n) for n in sorted(wanted)], True
+            return [t.from_name(n) for n in sorted(wanted)], True, False
         lk = lc.lookup
         if by_name and lk is not None and (lk.limit is None or len(wanted) <= lk.limit):
             found = await self._lookup(ctx, sorted(wanted))
             if not self._unnamed(decls, {t.item_id(i) for i in found}):
-                return found, False
+                return found, False, True
         if lc.ids_only and t.identity == "name":
             names = {str(e) for e in await self._entries(ctx)}
             if not self._unnamed(decls, names):
-                return await self._lookup(ctx, sorted(wanted & names)), False
-        return await self.items(ctx), False
+                return await self._lookup(ctx, sorted(wanted & names)), False, True
+        return await self.items(ctx), False, lc.ids_only
 
     async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
         t = self.table
@@ -452,13 +471,13 @@ class SpecAdapter(Adapter):
         sources = {p.source for name, p in t.props.items() if name in props and p.source is not None}
         sources |= {i for i, r in enumerate(t.reads) if isinstance(r, Read) and r.missing}  # they say it exists
         listed = any(p.source is None for name, p in t.props.items() if name in props)  # needs the listed item
-        items, assumed = await self._candidates(ctx, decls, wanted, sources, listed)
+        items, assumed, looked_up = await self._candidates(ctx, decls, wanted, sources, listed)
         need_tags_for_identity = t.identity == "tags" or self._unnamed(decls, {t.item_id(i) for i in items})
         if need_tags_for_identity:
-            tags = await self._item_tags(ctx, items)
+            tags = await self._item_tags(ctx, items, looked_up)
         elif "Tags" in props:  # only the declared resources' tags
             mine = [n for n, it in enumerate(items) if t.item_id(it) in wanted]
-            got = await self._item_tags(ctx, [items[n] for n in mine])
+            got = await self._item_tags(ctx, [items[n] for n in mine], looked_up)
             tags = {mine[k]: v for k, v in got.items()}
         else:
             tags = {}
@@ -483,10 +502,13 @@ class SpecAdapter(Adapter):
                 if isinstance(r, BatchRead):
                     answers[s] = batched[s].get(iid, {})
                     continue
+                if isinstance(r, Read) and r.in_lookup and looked_up:
+                    answers[s] = it  # the lookup already answered it
+                    continue
                 try:
                     answers[s] = await self._call_read(ctx, r, it)
                 except ApiError as e:
-                    if e.code in r.missing:
+                    if isinstance(r, Read) and e.code in r.missing:
                         return None
                     raise
             live: Live = {**t.ids(it), "_id": iid}
@@ -516,7 +538,7 @@ class SpecAdapter(Adapter):
         if t.list is not None and t.list.ids_only and not need_tags:
             return {str(e): {} for e in await self._entries(ctx)}  # names are enough: look none up
         items = await self.items(ctx)
-        tags = await self._item_tags(ctx, items) if need_tags else {}
+        tags = await self._item_tags(ctx, items, bool(t.list and t.list.ids_only)) if need_tags else {}
         out: dict[str, Mapping[str, str]] = {}
         for n, it in enumerate(items):
             tm = tags.get(n, {})

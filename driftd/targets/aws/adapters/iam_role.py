@@ -1,24 +1,25 @@
-"""AWS::IAM::Role: trust policy, inline Policies, ManagedPolicyArns, Description, MaxSessionDuration, Tags.
+"""AWS::IAM::Role as a table: trust policy, inline Policies, ManagedPolicyArns, Description, MaxSessionDuration,
+PermissionsBoundary, Tags.
 
-Reads: ListRoles (1,000 a page, carries the trust policy, description and max
-session duration) when many roles are declared or unmanaged roles are wanted,
-else GetRole per role; then per role only the calls for declared properties
-(inline policies: ListRolePolicies + one GetRolePolicy each; managed:
-ListAttachedRolePolicies; tags: ListRoleTags when ListRoles was used).
+Reads: ListRoles (1,000 a page, carries the trust policy, description and max session duration) when more than
+10 roles are declared or unmanaged roles are wanted, else GetRole per role (which also carries tags and the
+boundary); then per role only the calls for declared properties (inline policies: ListRolePolicies + one
+GetRolePolicy each; managed: ListAttachedRolePolicies; tags: ListRoleTags and the boundary: GetRole, when
+ListRoles was used).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from ....diff.aws_compare import CompareSpec, tags_to_map
+from ....diff.aws_compare import CompareSpec
 from ....diff.aws_policy import normalize_policy, parse_policy, policies_equal, statement_id, with_version
-from ....errors import TargetError
-from ....model import AwsDeclaration, Change
-from ..base import Adapter, ApiError, Ctx, Live, changed_top, kv_tags, per_resource, resolved, tag_delta
+from ....model import AwsDeclaration
+from ..base import Ctx, Live
 from ..registry import register
+from ..spec import Create, ListCall, Lookup, Prop, Read, ReadEach, SpecAdapter, Tags, TypeSpec, Write, kv
 
 LIST_THRESHOLD = 10  # above this many declared roles, one ListRoles beats a GetRole each
 
@@ -32,24 +33,106 @@ def _dump(doc: Any) -> str:
     return d if isinstance(d, str) else json.dumps(d)
 
 
+def _policies(v: Any) -> Any:
+    return [{**p, "PolicyDocument": normalize_policy(p.get("PolicyDocument"))} for p in v if isinstance(p, Mapping)] \
+        if isinstance(v, list) else v
+
+
+def _docs(policies: Any) -> dict[str, Any]:
+    return {_policy_name(p): p.get("PolicyDocument") for p in policies or [] if isinstance(p, Mapping)}
+
+
+def _put_policies(live: Live, p: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Inline policies that are new or differ from the live ones."""
+    have = _docs(live.get("Policies"))
+    return [{"RoleName": live["RoleName"], "PolicyName": n, "PolicyDocument": _dump(doc)}
+            for n, doc in _docs(p["Policies"]).items() if n not in have or not policies_equal(doc, have[n])]
+
+
+def _delete_policies(live: Live, p: Mapping[str, Any]) -> list[dict[str, Any]]:
+    want = _docs(p["Policies"])
+    return [{"RoleName": live["RoleName"], "PolicyName": n} for n in sorted(_docs(live.get("Policies")).keys() - want)]
+
+
+def _arns(live: Live, p: Mapping[str, Any], attach: bool) -> list[dict[str, Any]]:
+    want, have = set(p["ManagedPolicyArns"] or []), set(live.get("ManagedPolicyArns") or [])
+    return [{"RoleName": live["RoleName"], "PolicyArn": a} for a in sorted(want - have if attach else have - want)]
+
+
+def _update(live: Live, p: Mapping[str, Any]) -> dict[str, Any] | None:
+    update = {k: p[k] for k in ("Description", "MaxSessionDuration") if k in live["_changed"] and k in p}
+    if "MaxSessionDuration" in update:
+        update["MaxSessionDuration"] = int(update["MaxSessionDuration"])
+    return {"RoleName": live["RoleName"], **update} if update else None
+
+
+def _create(name: str, p: Mapping[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+    params: dict[str, Any] = {"RoleName": name,
+                              "AssumeRolePolicyDocument": _dump(p.get("AssumeRolePolicyDocument") or {})}
+    params.update({k: p[k] for k in ("Path", "Description") if isinstance(p.get(k), str)})
+    if p.get("MaxSessionDuration") is not None:
+        params["MaxSessionDuration"] = int(p["MaxSessionDuration"])
+    return {**params, **({"Tags": kv(tags)} if tags else {})}
+
+
+def _by_role(operation: str, pages: tuple[str, str, str] | None = None, **kw: Any) -> Read:
+    return Read(operation, lambda r: {"RoleName": r["RoleName"]}, pages=pages, **kw)
+
+
+_MARKER = ("Marker", "Marker")
+
+
 @register
-class Role(Adapter):
-    type_name = "AWS::IAM::Role"
-    service = "iam"
-    name_property = "RoleName"
-    properties = frozenset({"RoleName", "Path", "AssumeRolePolicyDocument", "Description", "MaxSessionDuration",
-                            "Tags", "Policies", "ManagedPolicyArns", "PermissionsBoundary"})
-    global_service = True
-    read_permissions = ("iam:ListRoles", "iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy",
-                        "iam:ListAttachedRolePolicies", "iam:ListRoleTags")
-    revert_permissions = ("iam:CreateRole", "iam:UpdateAssumeRolePolicy", "iam:UpdateRole", "iam:PutRolePolicy",
-                          "iam:DeleteRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy", "iam:TagRole",
-                          "iam:UntagRole", "iam:PutRolePermissionsBoundary", "iam:DeleteRolePermissionsBoundary")
-    spec = CompareSpec(sets={"/Policies": _policy_name,
-                             "/Policies/*/PolicyDocument/Statement": statement_id,
-                             "/AssumeRolePolicyDocument/Statement": statement_id,
-                             "/ManagedPolicyArns": str},
-                       closed=("/Tags",))
+class Role(SpecAdapter):
+    table = TypeSpec(
+        type_name="AWS::IAM::Role", service="iam", name_property="RoleName", global_service=True,
+        list=ListCall("list_roles", "Roles", _MARKER, {"MaxItems": 1000},
+                      lookup=Lookup("get_role", lambda names: {"RoleName": names[0]}, "Role", missing=("NoSuchEntity",),
+                                    limit=LIST_THRESHOLD)),
+        skip_item=lambda r: str(r.get("Path", "/")).startswith("/aws-service-role/"),  # AWS's own
+        item_id=lambda r: str(r["RoleName"]),
+        ids=lambda r: {"RoleName": r["RoleName"]},
+        reads=(_by_role("get_role", result_key="Role", in_lookup=True, absent=("NoSuchEntity",)),  # boundary
+               ReadEach(_by_role("list_role_policies", ("PolicyNames", *_MARKER)), "get_role_policy",
+                        lambda r, n: {"RoleName": r["RoleName"], "PolicyName": n}),
+               _by_role("list_attached_role_policies", ("AttachedPolicies", *_MARKER))),
+        props={"Path": Prop("Path", none_is_value=True),
+               "AssumeRolePolicyDocument": Prop(lambda r: parse_policy(r.get("AssumeRolePolicyDocument")),
+                                                normalize=normalize_policy),
+               "Description": Prop("Description", none_is_value=True),
+               "MaxSessionDuration": Prop("MaxSessionDuration", none_is_value=True),
+               "PermissionsBoundary": Prop(lambda r: (r.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn"),
+                                           source=0, none_is_value=True),
+               "Policies": Prop(lambda a: [{"PolicyName": p["PolicyName"],
+                                            "PolicyDocument": parse_policy(p.get("PolicyDocument"))}
+                                           for p in a.get("Items") or []], source=1, normalize=_policies),
+               "ManagedPolicyArns": Prop(lambda a: [x["PolicyArn"] for x in a.get("AttachedPolicies") or []],
+                                         source=2)},
+        tags=Tags(read=_by_role("list_role_tags", ("Tags", *_MARKER)), in_lookup=True,
+                  set_op="tag_role", set_params=lambda live, t: {"RoleName": live["RoleName"], "Tags": kv(t)},
+                  unset_op="untag_role", unset_params=lambda live, k: {"RoleName": live["RoleName"], "TagKeys": k}),
+        compare=CompareSpec(sets={"/Policies": _policy_name, "/Policies/*/PolicyDocument/Statement": statement_id,
+                                  "/AssumeRolePolicyDocument/Statement": statement_id, "/ManagedPolicyArns": str},
+                            closed=("/Tags",)),
+        writes=(Write("update_assume_role_policy", frozenset({"AssumeRolePolicyDocument"}),
+                      lambda live, p: {"RoleName": live["RoleName"],
+                                       "PolicyDocument": _dump(p["AssumeRolePolicyDocument"])}),
+                Write("update_role", frozenset({"Description", "MaxSessionDuration"}), _update),
+                Write("put_role_policy", frozenset({"Policies"}), _put_policies),
+                Write("delete_role_policy", frozenset({"Policies"}), _delete_policies),
+                Write("attach_role_policy", frozenset({"ManagedPolicyArns"}), lambda live, p: _arns(live, p, True)),
+                Write("detach_role_policy", frozenset({"ManagedPolicyArns"}), lambda live, p: _arns(live, p, False)),
+                Write("put_role_permissions_boundary", frozenset({"PermissionsBoundary"}),
+                      lambda live, p: {"RoleName": live["RoleName"], "PermissionsBoundary": p["PermissionsBoundary"]}
+                      if p.get("PermissionsBoundary") else None)),
+        immutable=frozenset({"Path"}),
+        create=Create("create_role", _create,
+                      then=(Write("put_role_policy", frozenset({"Policies"}), _put_policies),
+                            Write("attach_role_policy", frozenset({"ManagedPolicyArns"}),
+                                  lambda live, p: _arns(live, p, True))),
+                      id_from=lambda name, a: {"RoleName": name}),
+        extra_write_actions=("iam:DeleteRolePermissionsBoundary",),  # restoring a baseline without one
+    )
     baseline_properties = ("ManagedPolicyArns", "PermissionsBoundary", "Policies")
     restorable = frozenset(baseline_properties)
 
@@ -64,165 +147,21 @@ class Role(Adapter):
         if prop == "ManagedPolicyArns":
             want, have = set(value or []), set(live.get(prop) or [])
             for arn in sorted(want - have):
-                await ctx.call("iam", "attach_role_policy", RoleName=name, PolicyArn=arn)
+                await self.write(ctx, "attach_role_policy", RoleName=name, PolicyArn=arn)
             for arn in sorted(have - want):
-                await ctx.call("iam", "detach_role_policy", RoleName=name, PolicyArn=arn)
+                await self.write(ctx, "detach_role_policy", RoleName=name, PolicyArn=arn)
         elif prop == "PermissionsBoundary":
             if value:
-                await ctx.call("iam", "put_role_permissions_boundary", RoleName=name, PermissionsBoundary=value)
+                await self.write(ctx, "put_role_permissions_boundary", RoleName=name, PermissionsBoundary=value)
             elif live.get(prop):
-                await ctx.call("iam", "delete_role_permissions_boundary", RoleName=name)
+                await self.write(ctx, "delete_role_permissions_boundary", RoleName=name)
         elif prop == "Policies":
             want_docs: dict[str, Any] = dict(value or {})
             have_docs = self.baseline_value(prop, live.get(prop) or [])
             for n, doc in want_docs.items():
                 if n not in have_docs or not policies_equal(doc, have_docs[n]):
-                    await ctx.call("iam", "put_role_policy", RoleName=name, PolicyName=n, PolicyDocument=_dump(doc))
+                    await self.write(ctx, "put_role_policy", RoleName=name, PolicyName=n, PolicyDocument=_dump(doc))
             for n in have_docs.keys() - want_docs.keys():
-                await ctx.call("iam", "delete_role_policy", RoleName=name, PolicyName=n)
+                await self.write(ctx, "delete_role_policy", RoleName=name, PolicyName=n)
         else:
             await super().restore(ctx, decl, live, prop, value)
-
-    def normalize(self, props: Mapping[str, Any]) -> dict[str, Any]:
-        out = super().normalize(props)
-        if "AssumeRolePolicyDocument" in out:
-            out["AssumeRolePolicyDocument"] = normalize_policy(out["AssumeRolePolicyDocument"])
-        if isinstance(out.get("Policies"), list):
-            out["Policies"] = [{**p, "PolicyDocument": normalize_policy(p.get("PolicyDocument"))}
-                               for p in out["Policies"] if isinstance(p, Mapping)]
-        return out
-
-    async def _list(self, ctx: Ctx) -> list[dict[str, Any]]:
-        async def fetch() -> list[dict[str, Any]]:
-            return await ctx.paginate("iam", "list_roles", "Roles", cursor=("Marker", "Marker"),
-                                      MaxItems=1000)
-        roles: list[dict[str, Any]] = await ctx.once("iam:roles", fetch)
-        return roles
-
-    @staticmethod
-    def _base(r: Mapping[str, Any]) -> Live:
-        live: Live = {"RoleName": r["RoleName"], "Path": r.get("Path"), "Arn": r.get("Arn"),
-                      "AssumeRolePolicyDocument": parse_policy(r.get("AssumeRolePolicyDocument")),
-                      "Description": r.get("Description"), "MaxSessionDuration": r.get("MaxSessionDuration")}
-        if "Tags" in r:
-            live["Tags"] = r.get("Tags") or []
-        return live
-
-    async def _get(self, ctx: Ctx, name: str) -> Live | None:
-        try:
-            r = await ctx.call("iam", "get_role", RoleName=name)
-        except ApiError as e:
-            if e.code == "NoSuchEntity":
-                return None
-            raise
-        live = self._base(r["Role"])
-        live.setdefault("Tags", [])
-        pb = r["Role"].get("PermissionsBoundary") or {}
-        live["PermissionsBoundary"] = pb.get("PermissionsBoundaryArn")
-        return live
-
-    async def _extras(self, ctx: Ctx, live: Live, props: set[str]) -> Live:
-        name = live["RoleName"]
-        if "Policies" in props:
-            names = await ctx.paginate("iam", "list_role_policies", "PolicyNames", cursor=("Marker", "Marker"),
-                                       RoleName=name)
-            docs = []
-            for n in names:
-                p = await ctx.call("iam", "get_role_policy", RoleName=name, PolicyName=n)
-                docs.append({"PolicyName": n, "PolicyDocument": parse_policy(p.get("PolicyDocument"))})
-            live["Policies"] = docs
-        if "ManagedPolicyArns" in props:
-            att = await ctx.paginate("iam", "list_attached_role_policies", "AttachedPolicies",
-                                     cursor=("Marker", "Marker"),
-                                     RoleName=name)
-            live["ManagedPolicyArns"] = [a["PolicyArn"] for a in att]
-        if "PermissionsBoundary" in props and "PermissionsBoundary" not in live:
-            # ListRoles leaves the boundary out: GetRole has it.
-            got = await self._get(ctx, name)
-            live["PermissionsBoundary"] = (got or {}).get("PermissionsBoundary")
-        if "Tags" in props and "Tags" not in live:
-            live["Tags"] = await ctx.paginate("iam", "list_role_tags", "Tags", cursor=("Marker", "Marker"),
-                                              RoleName=name)
-        return live
-
-    async def read(self, ctx: Ctx, decls: Sequence[AwsDeclaration]) -> dict[str, Live]:
-        props = self.declared(decls, ctx)
-        pids = {self.physical_id(d) for d in decls}
-        if ctx.unmanaged or len(pids) > LIST_THRESHOLD:
-            by_name = {r["RoleName"]: r for r in await self._list(ctx)}
-
-            async def one(name: str) -> Live | None:
-                r = by_name.get(name)
-                return None if r is None else await self._extras(ctx, self._base(r), props)
-        else:
-            async def one(name: str) -> Live | None:
-                live = await self._get(ctx, name)
-                return None if live is None else await self._extras(ctx, live, props)
-        return await per_resource(ctx, self.type_name, pids, one)
-
-    async def list_all(self, ctx: Ctx) -> dict[str, Mapping[str, str]]:
-        roles = [r for r in await self._list(ctx) if not str(r.get("Path", "/")).startswith("/aws-service-role/")]
-        if not ctx.tag_filter:
-            return {r["RoleName"]: {} for r in roles}
-        tagged = await per_resource(ctx, self.type_name, [r["RoleName"] for r in roles],
-                                    lambda n: self._extras(ctx, {"RoleName": n}, {"Tags"}))
-        return {n: tags_to_map(v.get("Tags")) for n, v in tagged.items()}
-
-    async def revert(self, ctx: Ctx, decl: AwsDeclaration, live: Live, changes: Sequence[Change]) -> None:
-        top = changed_top(changes)
-        props = resolved(decl)
-        name = self.physical_id(decl)
-        if "Path" in top:
-            raise TargetError("Path cannot change without replacing the role", subject=name)
-        if "AssumeRolePolicyDocument" in top and "AssumeRolePolicyDocument" in props:
-            await ctx.call("iam", "update_assume_role_policy", RoleName=name,
-                           PolicyDocument=_dump(props["AssumeRolePolicyDocument"]))
-        update = {k: props[k] for k in ("Description", "MaxSessionDuration") if k in top and k in props}
-        if "MaxSessionDuration" in update:
-            update["MaxSessionDuration"] = int(update["MaxSessionDuration"])
-        if update:
-            await ctx.call("iam", "update_role", RoleName=name, **update)
-        if "Policies" in top and isinstance(props.get("Policies"), list):
-            want = {_policy_name(p): p.get("PolicyDocument") for p in props["Policies"]}
-            have = {_policy_name(p): p.get("PolicyDocument") for p in live.get("Policies") or []}
-            for n, doc in want.items():
-                if n not in have or not policies_equal(doc, have[n]):
-                    await ctx.call("iam", "put_role_policy", RoleName=name, PolicyName=n, PolicyDocument=_dump(doc))
-            for n in have.keys() - want.keys():
-                await ctx.call("iam", "delete_role_policy", RoleName=name, PolicyName=n)
-        if "ManagedPolicyArns" in top and isinstance(props.get("ManagedPolicyArns"), list):
-            want_arns, have_arns = set(props["ManagedPolicyArns"]), set(live.get("ManagedPolicyArns") or [])
-            for arn in sorted(want_arns - have_arns):
-                await ctx.call("iam", "attach_role_policy", RoleName=name, PolicyArn=arn)
-            for arn in sorted(have_arns - want_arns):
-                await ctx.call("iam", "detach_role_policy", RoleName=name, PolicyArn=arn)
-        if "PermissionsBoundary" in top:
-            await self.restore(ctx, decl, live, "PermissionsBoundary", props.get("PermissionsBoundary"))
-        if "Tags" in top:
-            to_set, to_remove = tag_delta(decl, live.get("Tags"), ctx)
-            if to_set:
-                await ctx.call("iam", "tag_role", RoleName=name, Tags=kv_tags(to_set))
-            if to_remove:
-                await ctx.call("iam", "untag_role", RoleName=name, TagKeys=to_remove)
-
-    async def create(self, ctx: Ctx, decl: AwsDeclaration) -> None:
-        props = resolved(decl)
-        name = self.physical_id(decl)
-        params: dict[str, Any] = {"RoleName": name,
-                                  "AssumeRolePolicyDocument": _dump(props.get("AssumeRolePolicyDocument") or {})}
-        for k in ("Path", "Description"):
-            if isinstance(props.get(k), str):
-                params[k] = props[k]
-        if props.get("MaxSessionDuration") is not None:
-            params["MaxSessionDuration"] = int(props["MaxSessionDuration"])
-        tags = dict(ctx.tag_filter)
-        tags.update(tags_to_map(props.get("Tags")))
-        if tags:
-            params["Tags"] = kv_tags(tags)
-        await ctx.call("iam", "create_role", **params)
-        ctx.memo.pop("iam:roles", None)
-        for p in props.get("Policies") or []:
-            await ctx.call("iam", "put_role_policy", RoleName=name, PolicyName=_policy_name(p),
-                           PolicyDocument=_dump(p.get("PolicyDocument")))
-        for arn in props.get("ManagedPolicyArns") or []:
-            await ctx.call("iam", "attach_role_policy", RoleName=name, PolicyArn=arn)
