@@ -4,6 +4,7 @@
   prune = true, one cluster). Before, A saw it orphaned and deleted it, taking everything in it along.
   Now nothing is deleted (no DELETE ever reaches the API server: the write journal and the objects say
   so) and B adopts it: B reverts an out-of-band change to an object in it.
+- An orphaned Namespace is reported but never pruned unless the environment's prune_kinds names it.
 - Two environments declare one ConfigMap with different data: both report a conflict naming both, and
   neither reverts it (no ping-pong: no write to it at all).
 """
@@ -129,4 +130,40 @@ def test_two_environments_declaring_one_object_is_a_conflict_and_neither_reverts
     finally:
         rc = d.stop()
         sandbox.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    assert rc == 0, d.tail()
+
+
+def test_orphaned_namespace_is_never_pruned_without_prune_kinds(sandbox: Sandbox, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    home, extra = f"own-home-{tag}", f"own-extra-{tag}"
+    sandbox.kubectl("create", "namespace", home)
+    repo = GitRepo(sandbox, f"protect-{tag}.git", tmp_path / "work")
+    files: dict[str, Any] = {f"k8s/cm{i}.yaml": configmap(f"c{i}") for i in range(10)}
+    files["k8s/extra.yaml"] = [_ns_doc(extra), _in(extra, configmap("inside"))]
+    repo.commit(files)
+    envs = [{"name": "p", "mode": "enforce", "brakes": {"storm_fraction": 1.0},
+             "kubernetes": {"cluster": "sandbox", "namespace": home, "path": "k8s", "prune": True,
+                            "resync_interval": "2s"}}]
+    state, port = tmp_path / "state", free_port()
+    cfg = write_config(tmp_path / "driftd.toml", sandbox, repo_url=repo.url, state_dir=state, port=port, envs=envs)
+    d = DaemonProc(cfg, state, port, tmp_path / "driftd.log").start()
+    try:
+        wait_for(lambda: d.environments().get("p", {}).get("status") == "in_sync", 60,
+                 lambda: f"in sync; {d.environments()}\n{d.tail()}")
+        repo.commit({"k8s/extra.yaml": None})  # the namespace and its ConfigMap leave Git
+        # The ConfigMap is an ordinary orphan: pruned. The Namespace is reported, never deleted.
+        wait_for(lambda: sandbox.kubectl("-n", extra, "get", "configmap", "inside", check=False).returncode != 0,
+                 30, lambda: f"the ConfigMap pruned; log:\n{d.tail()}")
+        skipped = wait_for(lambda: [e for e in d.events(event="skipped", kind="Namespace", name=extra)], 30,
+                           lambda: f"the Namespace's prune refused; log:\n{d.tail()}")
+        assert "prune_kinds" in skipped[0]["reason"], skipped
+        time.sleep(4)
+        ns = sandbox.kubectl_json("get", "namespace", extra)
+        assert "deletionTimestamp" not in ns["metadata"], "the namespace was pruned"
+        assert not [w for w in _writes(state) if w["operation"] == f"DELETE /api/v1/namespaces/{extra}"]
+        assert d.alive()
+    finally:
+        rc = d.stop()
+        for n in (home, extra):
+            sandbox.kubectl("delete", "namespace", n, "--wait=false", check=False)
     assert rc == 0, d.tail()

@@ -80,6 +80,7 @@ class KubernetesTarget:
         self._claims: dict[str, frozenset[Ident]] = {}
         self._claimed_at: dict[str, float] = {}  # environment -> when it last said what it declares
         self._orphan_seen: dict[tuple[str, Ident], float] = {}  # (environment, object) -> first seen orphaned
+        self._peer_waited: set[str] = set()  # environments whose reverts already waited once for unknown peers
         self._client = client
         self._fast_path = fast_path
         self._errors: dict[str, dict[ResourceKey, str]] = {}  # environment -> object -> its last error
@@ -486,12 +487,16 @@ class KubernetesTarget:
         # declare (they start together); a peer that cannot load at all does not block us for longer.
         others = self._other_claims(env.name)
         waited = 0.0
-        while others is None and waited < PEER_WAIT:
+        # Once per environment and process: a peer this process never checks (another replica holds it,
+        # `driftd sync` of one environment) must not slow every revert down.
+        while others is None and waited < PEER_WAIT and env.name not in self._peer_waited:
             await anyio.sleep(0.25)
             waited += 0.25
             others = self._other_claims(env.name)
-        if others is None:
-            log.warning("ownership.peers_unknown", env=env.name, waited=PEER_WAIT)
+        if others is None and env.name not in self._peer_waited:
+            self._peer_waited.add(env.name)
+            log.warning("ownership.peers_unknown", env=env.name, waited=PEER_WAIT,
+                        hint="conflicts with environments not checked by this process cannot be detected")
         clash = {i: sorted([env.name, *(e for e, c in (others or {}).items() if _ident(d.key) in c)])
                  for i, d in enumerate(drifts) if d.drift is not DriftKind.UNMANAGED}
         clash = {i: v for i, v in clash.items() if len(v) > 1}
