@@ -200,3 +200,37 @@ async def test_older_types_as_tables_read_minimally_and_revert_only_what_drifted
         5, True)
     group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"workers-{run}"])["AutoScalingGroups"][0]
     assert (group["MaxSize"], {t["Key"]: t["Value"] for t in group["Tags"]}["team"]) == (2, "app")
+
+
+@pytest.mark.anyio
+async def test_table_deployed_by_cloudformation_under_a_generated_name_is_found_by_its_tags(
+        aws_env: Sandbox, target: AwsTarget) -> None:  # noqa: F811
+    """An unnamed DynamoDB table (CloudFormation generated its name) is matched by its logical-id tag, its drift
+    reported under the declaration, and its generated name not also listed as unmanaged."""
+    sb = aws_env
+    run = "tc" + uuid.uuid4().hex[:8]
+    ddb = sb.boto3_client("dynamodb", region_name=REGION)
+    env = environment(run, baselines=False)
+    generated = f"t-Orders-{run.upper()}"
+    ddb.create_table(TableName=generated, BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                     Tags=[{"Key": "aws:cloudformation:stack-name", "Value": env.name},
+                           {"Key": "aws:cloudformation:logical-id", "Value": "Orders"},
+                           {"Key": "driftd-test", "Value": run}])
+    state = desired("""
+Resources:
+  Orders:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      BillingMode: PROVISIONED
+      ProvisionedThroughput: {ReadCapacityUnits: 5, WriteCapacityUnits: 5}
+      AttributeDefinitions: [{AttributeName: id, AttributeType: S}]
+      KeySchema: [{AttributeName: id, KeyType: HASH}]
+""", {})
+    for unmanaged in (False, True):
+        env = environment(run, baselines=False, unmanaged=unmanaged)
+        r = await target.check(env, state, inventory=frozenset())
+        assert r.errors == ()
+        assert [(d.key.name, d.drift) for d in r.drifts] == [("Orders", DriftKind.MODIFIED)], r.drifts
+        assert paths(r.drifts[0])["/BillingMode"].actual == "PAY_PER_REQUEST"
