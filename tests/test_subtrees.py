@@ -181,3 +181,41 @@ async def test_symlinks_and_sops_files_take_the_general_path(tmp_path):
         sops = await loader.load(env("sops", "sops"))
         assert not sops.ok, reuse
         assert "s.yaml" in sops.error, (reuse, sops.error)
+
+
+@pytest.mark.anyio
+async def test_the_shared_open_repository_survives_another_writer_repacking_the_cache(tmp_path):
+    """Reads between fetches go through one open repository; another process's fetch and GC (new packs, old
+    ones removed) into the same cache directory must not break them."""
+    remote = bare(tmp_path)
+    w = Work(tmp_path, str(remote))
+    w.commit("prod", _team(0))
+    w.push("prod")
+    cache = new_cache(str(remote), tmp_path)
+    loader = DesiredStateLoader({"envs": cache})
+    await cache.fetch()
+    first = await loader.load(env("prod", "prod"))
+    assert first.ok
+    packs_then = set((cache.path / "objects" / "pack").glob("*.pack"))
+    other = new_cache(str(remote), tmp_path)  # the same directory, as a second driftd process would open it
+    for i in range(3):
+        w.commit("prod", {f"kubernetes/team-1/app-{i}.yaml": DEPLOY.format(name=f"more-{i}")})
+        w.push("prod")
+        await other.fetch()
+        other.gc_sync()
+    packs_now = set((cache.path / "objects" / "pack").glob("*.pack"))
+    assert not packs_now & packs_then  # repacked by the other writer: the packs the shared repository opened are gone
+    # reads through the shared repository (no fetch of its own since): the old commit, and the new one
+    fresh = DesiredStateLoader({"envs": cache})
+    old = await fresh.load_revision(env("prod", "prod"), first.revision)
+    assert old.ok
+    assert _shape(old) == _shape(first)
+    new_commit = other.resolve("prod")
+    new = await fresh.load_revision(env("prod", "prod"), new_commit)
+    assert new.ok
+    assert len(new.state.kubernetes) == 7
+    await cache.fetch()
+    again = await loader.load(env("prod", "prod"))
+    assert again.ok
+    assert again.revision == new_commit
+    assert len(again.state.kubernetes) == 7

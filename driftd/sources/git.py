@@ -41,6 +41,7 @@ import shutil
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,12 @@ class RepositoryCache:
         self.limits = limits
         self._limiter = limiter or anyio.CapacityLimiter(4)
         self._busy = threading.Lock()  # held by the worker thread for the whole fetch
+        # One open repository for the loader's reads between fetches (see _shared): dulwich keeps the pack
+        # indexes and a cache of delta bases per open repository, and a fresh one per read resolved the
+        # same delta chains again for every tree of every branch.
+        self._shared_lock = threading.Lock()
+        self._shared_repo: Repo | None = None
+        self._shared_close: Callable[[], Any] = lambda: None
         self._heads: dict[str, str] | None = None  # from the last successful fetch
         self.last_fetch: FetchResult | None = None
         self.last_error: SourceError | None = None  # set when the LATEST fetch failed
@@ -256,6 +263,7 @@ class RepositoryCache:
                     return remote_heads, max(received, 0)
                 finally:
                     repo.close()
+                    self._drop_shared()
         finally:
             self._busy.release()
 
@@ -267,6 +275,7 @@ class RepositoryCache:
                 return self._gc(repo, _cache_bytes(self.path))
             finally:
                 repo.close()
+                self._drop_shared()
 
     def _gc(self, repo: Repo, size: int) -> GcResult:
         start = time.monotonic()
@@ -439,6 +448,7 @@ class RepositoryCache:
                     return self._fetch_revision_into(repo, ref)
                 finally:
                     repo.close()
+                    self._drop_shared()
         finally:
             self._busy.release()
 
@@ -482,7 +492,7 @@ class RepositoryCache:
         return await anyio.to_thread.run_sync(self._tree_id_sync, commit, path, limiter=self._limiter)
 
     def _tree_id_sync(self, commit: str, path: str) -> str | None:
-        with self._repo() as repo:
+        with self._shared() as repo:
             return _tree_at(repo, commit, path, self.subject)
 
     async def read_tree(self, commit: str, path: str, *, known: Callable[[str], bool] | None = None) -> TreeSnapshot:
@@ -549,7 +559,7 @@ class RepositoryCache:
     def reader(self) -> Iterator[TreeReader]:
         """Trees and blobs by id through one open repository, for callers in a worker thread that walk a
         tree themselves (the loader's per-directory reuse, which reads only the directories it has not seen)."""
-        with self._repo() as repo:
+        with self._shared() as repo:
             yield TreeReader(repo)
 
     async def read_blobs(self, blobs: Iterable[str]) -> dict[str, bytes]:
@@ -566,6 +576,31 @@ class RepositoryCache:
                 assert isinstance(obj, Blob)
                 out[i] = obj.as_raw_string()
             return out
+
+    @contextlib.contextmanager
+    def _shared(self) -> Iterator[Repo]:
+        """The repository opened once for reads until the next fetch or GC in this process (which drop it:
+        dulwich rescans the pack directory on a miss and survives packs another process removes, but a
+        fresh open after our own writes costs little). One thread at a time; a concurrent reader opens its
+        own, as every read did before."""
+        if not self._shared_lock.acquire(blocking=False):
+            with self._repo() as repo:
+                yield repo
+            return
+        try:
+            if self._shared_repo is None:
+                self._shared_repo = repo = self._repo()
+                # closed with the cache if no fetch drops it first (its packs stay open until then)
+                self._shared_close = weakref.finalize(self, repo.close)
+            yield self._shared_repo
+        finally:
+            self._shared_lock.release()
+
+    def _drop_shared(self) -> None:
+        with self._shared_lock:
+            if self._shared_repo is not None:
+                self._shared_close()
+                self._shared_repo = None
 
     def _repo(self) -> Repo:
         try:
