@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from driftd.sources.loader import DesiredStateLoader, LoadResult
@@ -219,3 +220,23 @@ async def test_the_shared_open_repository_survives_another_writer_repacking_the_
     assert again.ok
     assert again.revision == new_commit
     assert len(again.state.kubernetes) == 7
+
+
+@pytest.mark.anyio
+async def test_environments_loaded_at_once_give_what_they_give_one_by_one(tmp_path):
+    """The daemon loads environments concurrently: their walks share the caches from several worker threads."""
+    remote, names = await _repo(tmp_path)
+    slow, _ = await _load_all(remote, tmp_path, names, "slow", reuse=False)
+    cache = new_cache(str(remote), tmp_path / "fast")
+    # small caches, so entries are evicted while other walks read them
+    loader = DesiredStateLoader({"envs": cache}, blob_cache_size=20, tree_cache_size=2)
+    await cache.fetch()
+    fast: dict[str, tuple[Any, ...]] = {}
+
+    async def one(n: str) -> None:
+        fast[n] = _shape(await loader.load(env(n, n)))
+
+    async with anyio.create_task_group() as tg:
+        for n in names:
+            tg.start_soon(one, n)
+    assert fast == slow

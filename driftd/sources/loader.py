@@ -116,10 +116,13 @@ class _Lru(OrderedDict[K, V]):
         self._costs: dict[K, int] = {}
 
     def get_fresh(self, key: K) -> V | None:
-        if key in self:
+        # one lookup, and no window between a membership test and the move for another worker thread's
+        # eviction to fall into (loads of several environments run in worker threads at once)
+        try:
             self.move_to_end(key)
             return self[key]
-        return None
+        except KeyError:
+            return None
 
     def put(self, key: K, value: V, cost: int = 0) -> None:
         if self.max_cost is not None and cost > self.max_cost:

@@ -20,6 +20,7 @@ errors), and it never reads past a limit the general path enforces:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -132,15 +133,18 @@ class PlainTreeLoader:
         self.limits = limits
         self.parse_count = 0
         self.reused = 0  # directories served from the segment cache (tests and benchmarks read it)
+        self._lock = threading.Lock()
 
     def load(self, reader: Reader, tree: str, path: str, namespace: str, repo_key: str, repo_limits: Limits
              ) -> tuple[tuple[DesiredObject, ...], tuple[DesiredStateError, ...]]:
         """(objects, errors) of the tree ``tree`` at ``path``, as the general path gives them; raises NotPlain."""
-        walk = _Walk(self, reader, namespace, repo_key, repo_limits, Budget(self.limits))
-        seg = walk.segment(tree, path, cache=False)
-        for key, p in walk.failed.items():
-            self.blobs.put(key, p, 1)
-        return seg.objects, seg.errors
+        # One walk at a time: they share the caches and counters, and hold the GIL almost throughout anyway.
+        with self._lock:
+            walk = _Walk(self, reader, namespace, repo_key, repo_limits, Budget(self.limits))
+            seg = walk.segment(tree, path, cache=False)
+            for key, p in walk.failed.items():
+                self.blobs.put(key, p, 1)
+            return seg.objects, seg.errors
 
 
 def _order(e: TreeEntry) -> str:
