@@ -621,9 +621,10 @@ class TreeReader:
         return [TreeEntry(e.path.decode("utf-8", "replace"), e.mode, e.sha.decode("ascii")) for e in t.iteritems()]
 
     def blob(self, blob: str) -> bytes:
-        b = self._store[_oid(blob)]
-        assert isinstance(b, Blob)
-        return b.as_raw_string()
+        kind, data = self._store.get_raw(_oid(blob))  # the bytes without building (and hashing) a Blob object
+        if kind != Blob.type_num:
+            raise SourceError(f"object {blob} is not a blob", retryable=False)
+        return data
 
 
 # --- helpers --------------------------------------------------------------------------------------
