@@ -43,7 +43,9 @@ def test_sighup_adds_and_removes_environments_and_rejects_invalid_config(sandbox
     d = DaemonProc(cfg, state, port, tmp_path / "driftd.log").start()
     try:
         d.wait_checked("a")
-        write_config(cfg, sandbox, repo_url=repo.url, state_dir=state, port=port, envs=[_env("a", ns), _env("b", ns)])
+        # b in a namespace of its own: two environments declaring the same objects are a conflict (ownership).
+        write_config(cfg, sandbox, repo_url=repo.url, state_dir=state, port=port,
+                     envs=[_env("a", ns), _env("b", f"{ns}-b")])
         d.signal(signal.SIGHUP)
         d.wait_checked("a", "b")
         loaded = [e for e in d.logs() if e.get("event") == "desired.loaded"]
@@ -55,7 +57,7 @@ def test_sighup_adds_and_removes_environments_and_rejects_invalid_config(sandbox
         rej = wait_for(lambda: [e for e in d.logs() if e.get("event") == "config.reload_rejected"], 10, "rejection")
         assert "mode" in rej[0]["reason"]
         assert set(d.environments()) == {"a", "b"}
-        write_config(cfg, sandbox, repo_url=repo.url, state_dir=state, port=port, envs=[_env("b", ns)])
+        write_config(cfg, sandbox, repo_url=repo.url, state_dir=state, port=port, envs=[_env("b", f"{ns}-b")])
         d.signal(signal.SIGHUP)
         wait_for(lambda: set(d.environments()) == {"b"}, 15, "env a removed")
         assert d.alive()
@@ -150,7 +152,7 @@ def test_sighup_removing_an_environment_removes_its_metric_series(sandbox: Sandb
     cfg = tmp_path / "driftd.toml"
     regs = [{"host": reg, "insecure": True}]
     write_config(cfg, sandbox, repo_url=repo.url, state_dir=state, port=port, registries=regs,
-                 envs=[_env("keep", ns, images=images), _env("gone", ns, images=images)])
+                 envs=[_env("keep", ns, images=images), _env("gone", f"{ns}-gone", images=images)])
     d = DaemonProc(cfg, state, port, tmp_path / "driftd.log").start()
     expected = {"driftd_environment_info", "driftd_drifted_resources", "driftd_managed_resources",
                 "driftd_source_revision_info", "driftd_image_update_available",
