@@ -32,7 +32,7 @@ MAPS = [f"cm{i}" for i in range(6)]
 def setup(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("daemon-brakes")
     tag = uuid.uuid4().hex[:6]
-    names = ["storm", "fight", "broken", "empty"]
+    names = ["storm", "fight", "broken", "empty", "deploys"]
     ns = {n: f"db-{n}-{tag}" for n in names}
     for n in ns.values():
         sandbox.kubectl("create", "namespace", n)
@@ -42,6 +42,7 @@ def setup(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "fight": [deployment("web", 2)],
         "broken": [deployment("web", 2)],
         "empty": [configmap("keep")],
+        "deploys": [configmap("settings", {"release": "0"})],
     }
     for n, docs in objs.items():
         sandbox.kubectl("create", "-n", ns[n], "-f", "-", input=yaml.safe_dump_all(docs))
@@ -57,6 +58,9 @@ def setup(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterato
          "kubernetes": {"cluster": "sandbox", "namespace": ns["broken"], "path": "k8s"}},
         {"name": "empty", "mode": "enforce", "branch": "empty",
          "kubernetes": {"cluster": "sandbox", "namespace": ns["empty"], "path": "k8s", "prune": True}},
+        {"name": "deploys", "mode": "enforce", "branch": "deploys",
+         "kubernetes": {"cluster": "sandbox", "namespace": ns["deploys"], "path": "k8s"},
+         "brakes": {"fight_max_reverts": 2, "fight_window": "10m"}},
     ]
     state = tmp / "state"
     port = free_port()
@@ -106,6 +110,36 @@ def test_fight_detection_leaves_a_contested_object_alone(setup: Setup) -> None:
     assert [e for e in setup.daemon.events_after(b, env="fight", event="brake") if e["reason"].startswith("fight")]
     time.sleep(1.5)
     assert setup.sandbox.kubectl_json("get", "deployment", "web", "-n", ns)["spec"]["replicas"] == 5
+
+
+def test_new_revisions_are_deploys_not_a_fight(setup: Setup) -> None:
+    # Five pushes changing the same object within the fight window (fight_max_reverts = 2): each is Git
+    # declaring the object anew, not someone fighting driftd, so every one is applied and no brake engages.
+    ns = setup.ns["deploys"]
+    b = setup.daemon.last_event_id()
+
+    def live() -> dict[str, str]:
+        return setup.sandbox.kubectl_json("get", "configmap", "settings", "-n", ns)["data"]  # type: ignore[no-any-return]
+
+    for release in range(1, 6):
+        setup.repo.commit({"k8s/app.yaml": [configmap("settings", {"release": str(release)})]},
+                          branch="deploys", message=f"release {release}")
+        wait_for(lambda r=release: live() == {"release": str(r)}, 20,  # type: ignore[misc]
+                 lambda r=release: f"release {r} applied: live {live()}; log:\n{setup.daemon.tail()}")
+    assert not [e for e in setup.daemon.events_after(b, env="deploys") if e["event"] in ("skipped", "brake")]
+    # Someone fighting the last release by hand is still held after fight_max_reverts reverts.
+    held = False
+    for _ in range(4):
+        setup.sandbox.kubectl("patch", "configmap", "settings", "-n", ns, "--type=merge", "-p",
+                              '{"data":{"release":"hand"}}')
+        wait_for(lambda: live() == {"release": "5"} or [e for e in setup.daemon.events_after(b, env="deploys")
+                                                        if e["event"] == "skipped"], 20, "a revert or a skip")
+        if [e for e in setup.daemon.events_after(b, env="deploys") if e["event"] == "skipped"
+                and (e["reason"] or "").startswith("fight")]:
+            held = True
+            break
+    assert held, setup.daemon.tail()
+    assert live() == {"release": "hand"}
 
 
 def test_broken_revision_is_never_acted_on(setup: Setup) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +37,7 @@ from ..model import (
     TargetKind,
     TargetResult,
 )
-from ..policy.brakes import RevertHistory
+from ..policy.brakes import RevertHistory, desired_version
 from ..policy.decide import EnvCounts, Plan, plan
 from ..policy.modes import InvalidObjectMode, environment_mode, object_mode_from_body, object_mode_from_metadata
 from ..state import AuditEvent, EventKind, StateError, StateStore
@@ -137,6 +137,15 @@ def declared_keys(desired: DesiredState, kind: TargetKind) -> frozenset[Resource
     return frozenset(a.key for a in desired.aws)
 
 
+def declared_versions(desired: DesiredState, kind: TargetKind, renamed: Mapping[ResourceKey, ResourceKey],
+                      wanted: set[ResourceKey]) -> dict[ResourceKey, str]:
+    """``desired_version`` of what Git declares for each wanted key, under the key the target reports."""
+    pairs: Iterable[tuple[ResourceKey, Mapping[str, Any]]] = (
+        ((renamed.get(o.key, o.key), o.body) for o in desired.kubernetes) if kind is TargetKind.KUBERNETES
+        else ((d.key, d.properties) for d in desired.aws))
+    return {k: desired_version(body) for k, body in pairs if k in wanted}
+
+
 def prune_allowed(env: EnvironmentSettings, kind: TargetKind) -> bool:
     return kind is TargetKind.KUBERNETES and env.kubernetes is not None and env.kubernetes.prune
 
@@ -204,7 +213,8 @@ class Reconciler:
         own = result.resources if keys is None else (view.resources or len(declared))
         counts = EnvCounts(objects=own + sum(v.resources for k2, v in rt.targets.items() if k2 is not kind),
                            drifting=others + len(drifting_here))
-        recent = rt.history.counts((d.key for d in result.drifts), now, env.brakes.fight_window)
+        versions = declared_versions(desired, kind, result.renamed, {d.key for d in result.drifts})
+        recent = rt.history.counts((d.key for d in result.drifts), now, env.brakes.fight_window, versions)
         overrides = rt.overrides if not result.renamed else \
             {result.renamed.get(k, k): m for k, m in rt.overrides.items()}
         p = plan(result.drifts, env, now, counts=counts, overrides=overrides, recent_reverts=recent,
@@ -230,7 +240,7 @@ class Reconciler:
             for d in done:
                 metrics.reverts_total.labels(env.name, str(kind), d.key.kind, str(d.action)).inc()
                 if d.action is Action.REVERTED:
-                    rt.history.record(d.key, now)
+                    rt.history.record(d.key, now, versions.get(d.key))
                     log.info("drift.reverted", env=env.name, object=str(d.key), drift=str(d.drift))
                 elif d.action is Action.REVERT_FAILED:
                     log.warning("drift.revert_failed", env=env.name, object=str(d.key), reason=d.reason)
