@@ -372,3 +372,21 @@ async def test_one_dry_run_teaches_how_the_server_stores_quantities(sandbox: Any
         await t.aclose()
         for ns in nss[1:]:
             sandbox.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.mark.anyio
+async def test_objects_applied_before_ownership_marks_keep_the_fast_path(sandbox: Any, k8s_namespace: str) -> None:
+    """Objects applied as `driftd` before the ownership mark existed (issue 13 §1): in sync, no drift
+    for the missing mark, and proven so without a dry run (the no-op proof ignores the mark only when
+    the live object has none)."""
+    ns = k8s_namespace
+    docs = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"legacy-{i}", "namespace": ns},
+             "data": {"k": str(i)}} for i in range(5)]
+    sandbox.kubectl("apply", "--server-side", "--field-manager=driftd", "-f", "-", input=yaml.safe_dump_all(docs))
+    fresh = target(sandbox)
+    try:
+        r = await fresh.check(env_for(ns), desired(docs), inventory=frozenset())
+        assert r.drifts == ()
+        assert (fresh.dry_runs, fresh.proven_noops) == (0, 5)
+    finally:
+        await fresh.aclose()

@@ -58,6 +58,20 @@ def mark(body: Mapping[str, Any], env: str) -> dict[str, Any]:
     return out
 
 
+def unmark(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` without the ownership annotation (and without ``annotations`` if that was all)."""
+    meta = dict(body.get("metadata") or {})
+    ann = dict(meta.get("annotations") or {})
+    if OWNER_ANNOTATION not in ann:
+        return dict(body)
+    del ann[OWNER_ANNOTATION]
+    if ann:
+        meta["annotations"] = ann
+    else:
+        meta.pop("annotations", None)
+    return {**body, "metadata": meta}
+
+
 def owner(live: Mapping[str, Any]) -> str | None:
     ann = (live.get("metadata") or {}).get("annotations") or {}
     v = ann.get(OWNER_ANNOTATION)
