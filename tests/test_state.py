@@ -221,3 +221,30 @@ def test_kill_9_loses_no_acknowledged_event_and_leaves_no_half_pass(tmp_path: Pa
         for i in acked:
             assert passes.get((str(round_), str(i))) == 5
         assert set(passes.values()) == {5}, "a half-written or duplicated pass"
+
+
+@pytest.mark.anyio
+async def test_write_intents_outcomes_interrupted_and_retention(tmp_path: Path) -> None:
+    """The write journal (issue 13 §2): an intent is committed before begin_write returns, its outcome
+    recorded once; an intent left open is marked interrupted at the next start; retention drops
+    finished intents older than it, never an open one."""
+    from driftd.journal import Intent, Outcome
+
+    async with StateStore.open(tmp_path) as s:
+        a = await s.begin_write(Intent("prod", "kubernetes", "cm/a", "PATCH /api/v1/namespaces/x/configmaps/a"))
+        b = await s.begin_write(Intent("prod", "aws", "Name=p", "ssm:put_parameter"))
+        await s.end_write(a, Outcome.DONE)
+        await s.end_write(a, Outcome.FAILED, "late")  # an outcome is recorded once
+        rows = {w.id: w for w in await s.writes()}
+        assert rows[a].outcome == "done"
+        assert rows[a].reason is None
+        assert rows[b].outcome is None
+    # "the process died": b is still open on disk; the next start marks it.
+    async with StateStore.open(tmp_path) as s:
+        marked = await s.mark_interrupted()
+        assert [w.id for w in marked] == [b]
+        assert {w.id: w.outcome for w in await s.writes()} == {a: "done", b: "interrupted"}
+        c = await s.begin_write(Intent("prod", "git", "repo main", "push refs/heads/main"))
+        removed = await s.prune(0, datetime.now(UTC) + timedelta(seconds=5))  # intents carry the real time
+        assert removed == 2  # a and b (finished); c is open and stays
+        assert [w.id for w in await s.writes()] == [c]

@@ -345,13 +345,16 @@ class StateStore:
         await self._write(lambda c: c.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key)))
 
     async def prune(self, retention: float, now: datetime) -> int:
-        """Drop audit events and resolved drifts older than ``retention`` seconds. Returns rows removed."""
+        """Drop audit events, resolved drifts and finished write intents older than ``retention`` seconds.
+        Returns rows removed."""
         cutoff = ts(now) - retention
 
         def fn(c: sqlite3.Connection) -> int:
             n = c.execute("DELETE FROM events WHERE ts < ?", (cutoff,)).rowcount
             n += c.execute("DELETE FROM drifts WHERE resolved_at IS NOT NULL AND resolved_at < ?",
                            (cutoff,)).rowcount
+            # Write intents with an outcome age out like events; an open one is kept whatever its age.
+            n += c.execute("DELETE FROM intents WHERE ts < ? AND outcome IS NOT NULL", (cutoff,)).rowcount
             return int(n)
 
         return await self._write(fn)
