@@ -44,6 +44,7 @@ def test_sigterm_during_a_burst_of_reverts(env: Env) -> None:
     assert d.proc is not None
     rc = d.proc.wait(30)
     took = time.monotonic() - t0
+    d.stop()  # already exited: only closes the log file it was writing to
     assert rc == 0, d.tail()
     assert took < 15 + 2, f"took {took:.1f}s"
     time.sleep(1.0)  # writes the proxy held back reach the server now
