@@ -140,6 +140,20 @@ async def test_inventory_kv_and_retention(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_damaged_database_is_a_state_error_not_a_raw_sqlite_error(tmp_path: Path) -> None:
+    async with StateStore.open(tmp_path) as s:
+        await s.record_pass("prod", K, "r1", NOW, [], inventory=frozenset({key("a")}))
+        damage = sqlite3.connect(db_path(tmp_path))
+        damage.execute("DROP TABLE inventories")
+        damage.commit()
+        damage.close()
+        with pytest.raises(StateError, match="cannot read the state database") as ei:
+            await s.inventory("prod", K)
+        assert ei.value.retryable
+        assert isinstance(ei.value.__cause__, sqlite3.Error)
+
+
+@pytest.mark.anyio
 async def test_group_commit_many_concurrent_writers(tmp_path: Path) -> None:
     async with StateStore.open(tmp_path) as s:
         async def one(i: int) -> None:

@@ -218,6 +218,10 @@ class StateStore:
                 self._all_readers.append(conn)
         try:
             return fn(conn)
+        except sqlite3.Error as e:
+            # A damaged or locked file: a StateError the engine reports per environment and retries, never a
+            # raw sqlite error escaping a pass (or `driftd check`) as a traceback.
+            raise StateError(f"cannot read the state database: {e}", subject=str(self.path), retryable=True) from e
         finally:
             with self._lock:
                 self._readers.append(conn)
