@@ -56,6 +56,12 @@ class Vpc(SpecAdapter):
     )
 
 
+# Reverts the attribute, and sets it right after create_subnet (which cannot take it).
+_SUBNET_PUBLIC_IP = Write("modify_subnet_attribute", frozenset({"MapPublicIpOnLaunch"}),
+                          lambda live, p: {"SubnetId": live["SubnetId"],
+                                           "MapPublicIpOnLaunch": {"Value": _bool(p["MapPublicIpOnLaunch"])}})
+
+
 @register
 class Subnet(SpecAdapter):
     table = TypeSpec(
@@ -65,17 +71,13 @@ class Subnet(SpecAdapter):
         skip_item=lambda i: bool(i.get("DefaultForAz")),
         props={k: Prop(k) for k in ("VpcId", "CidrBlock", "AvailabilityZone", "MapPublicIpOnLaunch")},
         tags=_ec2_tagging("SubnetId"),
-        writes=(Write("modify_subnet_attribute", frozenset({"MapPublicIpOnLaunch"}),
-                      lambda live, p: {"SubnetId": live["SubnetId"],
-                                       "MapPublicIpOnLaunch": {"Value": _bool(p["MapPublicIpOnLaunch"])}}),),
+        writes=(_SUBNET_PUBLIC_IP,),
         immutable=frozenset({"VpcId", "CidrBlock", "AvailabilityZone"}),
         create=Create("create_subnet", lambda name, p, tags: {
             "VpcId": p["VpcId"], "CidrBlock": p["CidrBlock"],
             **({"AvailabilityZone": p["AvailabilityZone"]} if p.get("AvailabilityZone") else {}),
             **_ec2_tags("subnet", tags)},
-            then=(Write("modify_subnet_attribute", frozenset({"MapPublicIpOnLaunch"}),
-                        lambda live, p: {"SubnetId": live["SubnetId"],
-                                         "MapPublicIpOnLaunch": {"Value": _bool(p["MapPublicIpOnLaunch"])}}),),
+            then=(_SUBNET_PUBLIC_IP,),
             id_from=lambda name, a: {"SubnetId": a["Subnet"]["SubnetId"]}),
     )
 
