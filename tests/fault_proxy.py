@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Self
 
 import aiohttp
 from aiohttp import web
@@ -31,8 +32,48 @@ class Injection:
     times: int  # ... this many more times (-1: every time)
 
 
+class _LoopThread:
+    """A proxy's own event loop in a daemon thread: ``start`` runs the subclass's ``_start`` there and
+    returns once it listens; ``stop`` closes the upstream session first (it ends watch streams, so their
+    handlers return), then the server, then the loop."""
+
+    thread_name: ClassVar[str]
+    _loop: asyncio.AbstractEventLoop | None
+    _thread: threading.Thread | None
+    _runner: web.AppRunner | None
+    _session: aiohttp.ClientSession | None
+
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name=self.thread_name)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._thread is not None
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    async def _stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
 @dataclass
-class KubeFaultProxy:
+class KubeFaultProxy(_LoopThread):
+    thread_name = "kube-fault-proxy"
+
     sandbox: Sandbox
     injections: list[Injection] = field(default_factory=list)
     watches: list[str] = field(default_factory=list)  # path_qs of every watch request, in order
@@ -47,23 +88,6 @@ class KubeFaultProxy:
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self) -> KubeFaultProxy:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="kube-fault-proxy")
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        assert self._thread is not None
-        self._thread.join(10)
-        if not self._thread.is_alive():
-            self._loop.close()
 
     def inject(self, path: str, line: bytes, times: int = 1) -> None:
         with self._lock:
@@ -98,13 +122,6 @@ class KubeFaultProxy:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
-
-    async def _stop(self) -> None:
-        # The session first: it ends the upstream watch streams, so their handlers return.
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def _take(self, path: str) -> bytes | None:
         with self._lock:
@@ -153,7 +170,9 @@ class KubeFaultProxy:
 
 
 @dataclass
-class AwsFaultProxy:
+class AwsFaultProxy(_LoopThread):
+    thread_name = "aws-fault-proxy"
+
     """A reverse proxy in front of the sandbox's moto server that rewrites the answers of chosen
     JSON-protocol operations (by ``X-Amz-Target``, e.g. ``AmazonSSM.GetParameters``): a well-formed
     answer of a shape an adapter does not expect, which moto itself never sends."""
@@ -168,23 +187,6 @@ class AwsFaultProxy:
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
 
-    def start(self) -> AwsFaultProxy:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="aws-fault-proxy")
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        assert self._thread is not None
-        self._thread.join(10)
-        if not self._thread.is_alive():
-            self._loop.close()
-
     async def _start(self) -> None:
         self._session = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -195,13 +197,6 @@ class AwsFaultProxy:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
-
-    async def _stop(self) -> None:
-        # The session first: it ends the upstream watch streams, so their handlers return.
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
         assert self._session is not None
