@@ -7,7 +7,6 @@ out-of-band changes through boto3 as an operator would make them."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,12 @@ import pytest
 
 from driftd.diff.aws_compare import escape
 from driftd.model import Action, ChangeOp, DriftKind
-from driftd.targets.aws.session import Backoff
 from driftd.targets.aws.target import AwsTarget
 from tests.daemon_support import GitRepo, write_config
 from tests.sandbox import Sandbox
 from tests.sandbox.procs import free_port
-from tests.test_aws_target import account, by_kind, declarations, environment, paths, report_json
+from tests.test_aws_breadth import aws_env, target  # noqa: F401 (fixtures)
+from tests.test_aws_target import by_kind, declarations, environment, paths, report_json
 from tests.test_cli_e2e import Cli
 
 SG = "AWS::EC2::SecurityGroup"
@@ -51,22 +50,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def aws_env(sandbox: Sandbox) -> Iterator[Sandbox]:
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in sandbox.env().items():
-            mp.setenv(k, v)
-        yield sandbox
-
-
-@pytest.fixture
-async def target(aws_env: Sandbox) -> AsyncIterator[AwsTarget]:
-    t = AwsTarget(account(aws_env))
-    t.session("moto").backoff = Backoff(attempts=3, base=0.01)
-    yield t
-    await t.aclose()
-
-
 def default_vpc(sb: Sandbox) -> str:
     vpcs = sb.boto3_client("ec2").describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
     return str(vpcs[0]["VpcId"])
@@ -87,8 +70,8 @@ def drift_out_of_band(sb: Sandbox, gid: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_groups_with_vpc_id_are_matched_and_their_rule_changes_reported(aws_env: Sandbox,
-                                                                              target: AwsTarget) -> None:
+async def test_groups_with_vpc_id_are_matched_and_their_rule_changes_reported(aws_env: Sandbox,  # noqa: F811
+                                                                              target: AwsTarget) -> None:  # noqa: F811
     sb = aws_env
     ec2 = sb.boto3_client("ec2")
     run = "sg" + uuid.uuid4().hex[:8]
@@ -167,7 +150,7 @@ Resources:""" + GROUP
 
 
 @pytest.mark.slow
-def test_cli_observe_env_sync_then_check_reports_the_group_modified(aws_env: Sandbox, tmp_path: Path) -> None:
+def test_cli_observe_env_sync_then_check_reports_the_group_modified(aws_env: Sandbox, tmp_path: Path) -> None:  # noqa: F811
     """The issue's steps, as a new user would take them: an observe environment, `driftd sync`, `driftd check`."""
     sb = aws_env
     run = "cli" + uuid.uuid4().hex[:8]
