@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import anyio
 from aiohttp import web
@@ -78,8 +79,14 @@ class Web:
 
     @staticmethod
     def _next(raw: str) -> str:
-        """Only a path on this server (never //host or a scheme): no open redirect."""
-        return raw if raw.startswith("/") and not raw.startswith("//") and "\\" not in raw else "/"
+        """Only a path on this server: no open redirect. Browsers drop tabs and newlines from a
+        Location and read a backslash as a slash, so a slash, a tab, then ``/evil.example`` means ``//evil.example``:
+        any control character, space or backslash refuses it, and what is left must parse with no
+        scheme and no host."""
+        if not raw.startswith("/") or any(c <= " " or c in "\\\x7f" for c in raw):
+            return "/"
+        parts = urlsplit(raw)
+        return "/" if parts.scheme or parts.netloc or raw.startswith("//") else raw
 
     async def login_form(self, request: web.Request, *, failed: bool = False) -> web.Response:
         nxt = self._next(request.query.get("next", "/"))

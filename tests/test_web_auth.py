@@ -84,3 +84,27 @@ async def test_page_needs_the_token_and_a_browser_signs_in_once(served: str) -> 
         # Open: a webhook is authenticated by its signature, not the token (no hooks wired here: 404, not 401).
         async with s.post(served + "/hooks/git", data=b"{}") as r:
             assert r.status == 404
+
+
+# Each of these is read by a browser as another host: a tab or newline is dropped from a Location, a
+# backslash is a slash. The signed-in browser must land on "/" for every one of them.
+HOSTILE_NEXT = ("//evil.example/", "/\t/evil.example", "/\n/evil.example", "/\\evil.example",
+                "\\\\evil.example", "https://evil.example/", "/ /evil.example", "javascript:alert(1)")
+
+
+@pytest.mark.anyio
+async def test_sign_in_never_redirects_off_this_server(served: str) -> None:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        # The exact request of the review: %09 in the query string is a tab once decoded.
+        async with s.post(served + "/login?next=/%09/evil.example", data={"token": TOKEN, "next": "/\t/evil.example"},
+                          allow_redirects=False) as r:
+            assert (r.status, r.headers["Location"]) == (303, "/")
+        for nxt in HOSTILE_NEXT:
+            async with s.post(served + "/login", data={"token": TOKEN, "next": nxt}, allow_redirects=False) as r:
+                assert (r.status, r.headers["Location"]) == (303, "/"), nxt
+            async with s.get(served + "/login", params={"next": nxt}) as r:
+                assert "evil.example" not in await r.text(), nxt
+        # A local path with a query and a fragment survives.
+        async with s.post(served + "/login", data={"token": TOKEN, "next": "/?env=prod#drifts"},
+                          allow_redirects=False) as r:
+            assert (r.status, r.headers["Location"]) == (303, "/?env=prod#drifts")
