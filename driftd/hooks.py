@@ -11,8 +11,10 @@ request, so rotating the file needs no reload), compared in constant time:
 The signature is checked before the body is parsed. A verified push is matched to the configured
 repositories by URL (scheme, credentials, port and a trailing ``.git`` ignored, so the https and
 ssh URLs of one project match), and the daemon fetches them. Everything else is rejected and
-counted in ``driftd_webhook_requests_total{provider, result}``; requests beyond a token bucket are
-answered 429. Neither the secret nor the body is ever logged.
+counted in ``driftd_webhook_requests_total{provider, result}``. Two token buckets answer 429 past
+their rate, and the signature is verified before either is spent: verified requests draw on one,
+rejected ones (unknown sender, too large, bad signature) on the other, so an unauthenticated flood
+never uses up the budget of real pushes. Neither the secret nor the body is ever logged.
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ class GitHooks:
         self.repositories = repositories
         self.on_push = on_push
         self.bucket = TokenBucket(rate, burst)
+        self.failures = TokenBucket(rate, burst)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/hooks/git", self.handle)
@@ -182,27 +185,33 @@ class GitHooks:
             log.info("hooks.rejected", provider=str(provider), result=str(result), status=status)
         return web.json_response({"result": str(result), "detail": text}, status=status)
 
+    def _refused(self, provider: Provider, result: Result, status: int, text: str) -> web.Response:
+        if not self.failures.take():
+            return self._done(provider, Result.RATE_LIMITED, 429, "too many rejected webhook requests; retry later")
+        return self._done(provider, result, status, text)
+
     async def handle(self, request: web.Request) -> web.Response:
         provider = _provider(request.headers)
-        if not self.bucket.take():
-            return self._done(provider, Result.RATE_LIMITED, 429, "too many webhook requests; retry later")
         if provider is Provider.UNKNOWN:
-            return self._done(provider, Result.UNKNOWN, 400,
-                              "not a GitHub, GitLab or Gitea/Forgejo webhook (no event/signature header)")
+            return self._refused(provider, Result.UNKNOWN, 400,
+                                 "not a GitHub, GitLab or Gitea/Forgejo webhook (no event/signature header)")
+        too_large = f"body larger than {MAX_BODY} bytes"
         if request.content_length is not None and request.content_length > MAX_BODY:
-            return self._done(provider, Result.TOO_LARGE, 413, f"body larger than {MAX_BODY} bytes")
+            return self._refused(provider, Result.TOO_LARGE, 413, too_large)
         try:
             # read(): the server's connection guard may have read (and cached) it already, under its
             # body timeout; the application's client_max_size caps it too.
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return self._done(provider, Result.TOO_LARGE, 413, f"body larger than {MAX_BODY} bytes")
+            return self._refused(provider, Result.TOO_LARGE, 413, too_large)
         if len(body) > MAX_BODY:
-            return self._done(provider, Result.TOO_LARGE, 413, f"body larger than {MAX_BODY} bytes")
+            return self._refused(provider, Result.TOO_LARGE, 413, too_large)
         repos = self.repositories()
         verified = [r for r in repos if verify(provider, request.headers, body, _read_secret(r.secret_file))]
         if not verified:
-            return self._done(provider, Result.UNVERIFIED, 401, "signature or token does not verify")
+            return self._refused(provider, Result.UNVERIFIED, 401, "signature or token does not verify")
+        if not self.bucket.take():
+            return self._done(provider, Result.RATE_LIMITED, 429, "too many webhook requests; retry later")
         if provider is Provider.GITHUB and request.headers.get("X-GitHub-Event") == "ping":
             return self._done(provider, Result.IGNORED, 200, "pong")
         if not _is_push(provider, request.headers):
