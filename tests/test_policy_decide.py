@@ -179,7 +179,7 @@ def test_unmanaged_never_reverted_and_orphans_need_prune() -> None:
     assert [d.key.name for d in p.revert] == ["m"]
     reasons = {d.key.name: skip_reason(d) for d in p.kept}
     assert reasons == {"u": None, "o": SkipReason.PRUNE_DISABLED}
-    p2 = plan(ds, env(), NOW, counts=COUNTS, prune_allowed=True)
+    p2 = plan(ds, env(), NOW, counts=EnvCounts(100, 2, orphaned=1, declared=100), prune_allowed=True)
     assert sorted(d.key.name for d in p2.revert) == ["m", "o"]
 
 
@@ -234,3 +234,31 @@ def test_plan_keeps_changes_and_attribution() -> None:
     d = replace(drift("a"), changed_by="kubectl-edit")
     p = plan([d], env(Mode.ALERT), NOW, counts=COUNTS)
     assert p.kept[0].changed_by == "kubectl-edit"
+
+
+def _pruning_env(fraction: float = 0.25) -> EnvironmentSettings:
+    return replace(env(), kubernetes=KubernetesEnvSettings(cluster="c", prune=True, prune_max_fraction=fraction))
+
+
+def test_prune_limit_is_taken_over_the_environment_not_the_pass() -> None:
+    """Issue 22 §1: 200 declared, 60 removed by one commit (30% > 25%). Neither the per-cycle cap nor a
+    one-object event pass may fit a share of them under the limit."""
+    e = _pruning_env()
+    counts = EnvCounts(objects=140, drifting=60, orphaned=60, declared=140)
+    orphans = [drift(f"cm{i:03}", DriftKind.ORPHANED) for i in range(60)]
+    for batch in (orphans, orphans[:50], orphans[:1]):  # a full pass, a capped one, one watch event
+        p = plan(batch, e, NOW, counts=counts, prune_allowed=True)
+        assert p.revert == ()
+        assert {skip_reason(d) for d in p.kept} == {SkipReason.PRUNE_LIMIT}
+        assert [b.brake for b in p.brakes] == [Brake.PRUNE_LIMIT]
+        assert "60 of 200 managed objects" in p.brakes[0].detail
+        assert "(30%, above prune_max_fraction 25%)" in p.brakes[0].detail
+    # sync is explicit, but not a confirmation of a mass delete.
+    assert plan(orphans, e, NOW, counts=counts, prune_allowed=True, pass_kind=PassKind.SYNC).revert == ()
+    # Other drifts of the environment are still reverted.
+    p = plan([*orphans[:3], drift("web")], e, NOW, counts=counts, prune_allowed=True)
+    assert [d.key.name for d in p.revert] == ["web"]
+    # Raising the limit is the operator's confirmation; under it, everything goes (capped per cycle).
+    assert len(plan(orphans, _pruning_env(0.3), NOW, counts=counts, prune_allowed=True).revert) == 50
+    assert len(plan(orphans[:10], e, NOW, counts=EnvCounts(190, 10, orphaned=10, declared=190),
+                    prune_allowed=True).revert) == 10

@@ -146,6 +146,14 @@ def declared_versions(desired: DesiredState, kind: TargetKind, renamed: Mapping[
     return {k: desired_version(body) for k, body in pairs if k in wanted}
 
 
+def undeclared_inventory(inventory: frozenset[ResourceKey], declared: frozenset[ResourceKey]) -> set[ResourceKey]:
+    """Inventoried keys Git no longer declares: the environment's orphans, whichever pass looks. A
+    cluster-scoped object may be declared with the loader's namespace and inventoried without it."""
+    names = {(k.target, k.kind, k.name, k.namespace) for k in declared}
+    names |= {(k.target, k.kind, k.name, "") for k in declared}
+    return {k for k in inventory if (k.target, k.kind, k.name, k.namespace) not in names}
+
+
 def prune_allowed(env: EnvironmentSettings, kind: TargetKind) -> bool:
     return kind is TargetKind.KUBERNETES and env.kubernetes is not None and env.kubernetes.prune
 
@@ -212,7 +220,9 @@ class Reconciler:
                                      if d.drift is not DriftKind.UNMANAGED and (keys is None or k in keys))
         own = result.resources if keys is None else (view.resources or len(declared))
         counts = EnvCounts(objects=own + sum(v.resources for k2, v in rt.targets.items() if k2 is not kind),
-                           drifting=others + len(drifting_here))
+                           drifting=others + len(drifting_here),
+                           orphaned=len(undeclared_inventory(inventory, declared | (result.declared or frozenset()))),
+                           declared=len(declared))
         versions = declared_versions(desired, kind, result.renamed, {d.key for d in result.drifts})
         recent = rt.history.counts((d.key for d in result.drifts), now, env.brakes.fight_window, versions)
         overrides = rt.overrides if not result.renamed else \

@@ -24,6 +24,7 @@ class Brake(StrEnum):
     FIGHT = "fight"
     REVERT_LIMIT = "revert_limit"
     EMPTY_DESIRED = "empty_desired_state"
+    PRUNE_LIMIT = "prune_limit"
 
 
 def is_storm(drifting: int, objects: int, settings: BrakeSettings) -> bool:

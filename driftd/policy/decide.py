@@ -6,6 +6,9 @@ Order of the rules (the first that applies wins):
 3. observe / alert (including enforce outside its windows, and paused objects): reported;
 4. orphaned objects are deleted only where pruning is allowed;
 5. an empty desired state never leads to action (a bad commit, a wrong path);
+5b. prune limit: when the environment's orphans (all of them, not this pass's share) exceed
+   ``prune_max_fraction`` of what it manages, no orphan is deleted, in any pass kind, until the
+   operator raises the limit or declares the objects again;
 6. drift storm holds every revert of the environment;
 7. fight: an object reverted too often lately is left alone;
 8. dry run: recorded as would-revert;
@@ -37,6 +40,7 @@ class SkipReason(StrEnum):
     REVERT_LIMIT = "revert_limit"
     EMPTY_DESIRED = "empty_desired_state"
     PRUNE_DISABLED = "prune_disabled"
+    PRUNE_LIMIT = "prune_limit"
     UNMANAGED = "unmanaged"
 
 
@@ -62,11 +66,15 @@ class Plan:
 
 @dataclass(frozen=True)
 class EnvCounts:
-    """Environment-wide figures for the storm brake: an event-driven pass sees a few objects,
-    the storm is about the whole environment."""
+    """Environment-wide figures for the storm and prune brakes: an event-driven pass sees a few
+    objects, a per-cycle cap a share of them; both limits are about the whole environment."""
 
     objects: int
     drifting: int
+    # This target's inventoried objects that Git no longer declares, and what it declares: the prune
+    # limit is taken over these, never over the orphans that happen to be in this pass.
+    orphaned: int = 0
+    declared: int = 0
 
 
 def plan(drifts: Sequence[Drift], env: EnvironmentSettings, now: datetime, *,
@@ -104,6 +112,12 @@ def plan(drifts: Sequence[Drift], env: EnvironmentSettings, now: datetime, *,
         kept += [_skip(d, SkipReason.EMPTY_DESIRED, "desired state is empty") for d in candidates]
         candidates = []
 
+    prunes = [d for d in candidates if d.drift is DriftKind.ORPHANED]
+    if prunes and (held := _prune_over_limit(env, counts, prunes)) is not None:
+        brakes.append(BrakeEvent(Brake.PRUNE_LIMIT, held))
+        kept += [_skip(d, SkipReason.PRUNE_LIMIT, held) for d in prunes]
+        candidates = [d for d in candidates if d.drift is not DriftKind.ORPHANED]
+
     if candidates and not sync and is_storm(counts.drifting, counts.objects, env.brakes):
         detail = (f"{counts.drifting} of {counts.objects} objects drifted "
                   f"(more than {env.brakes.storm_fraction:.0%}); enforcement held")
@@ -133,6 +147,21 @@ def plan(drifts: Sequence[Drift], env: EnvironmentSettings, now: datetime, *,
         kept += [_skip(d, SkipReason.REVERT_LIMIT, detail) for d in go[limit:]]
         go = go[:limit]
     return Plan(revert=tuple(go), would_revert=(), kept=tuple(kept), brakes=tuple(brakes))
+
+
+def _prune_over_limit(env: EnvironmentSettings, counts: EnvCounts, prunes: Sequence[Drift]) -> str | None:
+    """Why the environment's prune is held, or None. Counted over every orphan of the environment
+    (at least those in this pass), so a pass cut by the revert budget or a one-object watch event
+    never fits under a limit the whole would cross."""
+    limit = env.kubernetes.prune_max_fraction if env.kubernetes is not None else 0.0
+    orphaned = max(counts.orphaned, len(prunes))
+    fraction = orphaned / (counts.declared + orphaned)
+    if fraction <= limit:
+        return None
+    names = ", ".join(str(d.key) for d in prunes[:5]) + (f" and {len(prunes) - 5} more" if len(prunes) > 5 else "")
+    return (f"{orphaned} of {counts.declared + orphaned} managed objects are no longer declared "
+            f"({fraction:.0%}, above prune_max_fraction {limit:.0%}): none deleted (would go: {names}); "
+            "to confirm, raise prune_max_fraction for this environment, or declare them again")
 
 
 def skip_reason(d: Drift) -> SkipReason | None:
