@@ -181,6 +181,10 @@ class Drift:
     action: Action = Action.REPORTED
     reason: str | None = None  # why skipped / why the revert failed
     mode: Mode | None = None  # effective mode for this object, after annotations
+    # The live object's identity and version when it was judged (uid, resourceVersion): a delete
+    # sends them as preconditions, so an object recreated or changed since is never deleted on the
+    # strength of a verdict about another one.
+    judged: tuple[str, str] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {

@@ -292,6 +292,42 @@ async def test_prune_refusals(sandbox: Any, k8s_namespace: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_prune_deletes_only_the_object_it_judged(sandbox: Any, k8s_namespace: str) -> None:
+    """Issue 22 §3: between the verdict and the DELETE an operator recreates one orphan (a new uid) and
+    edits another (a new resourceVersion). The DELETE carries the judged uid and version as
+    preconditions, so the API server refuses both; the untouched orphan is deleted."""
+    ns = k8s_namespace
+    docs = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"p{i}", "namespace": ns},
+             "data": {"k": "v"}} for i in range(12)]
+    t = target(sandbox)
+    env = env_for(ns, prune=True)
+    try:
+        await sync(t, env, desired(docs))
+        inv = frozenset(o.key for o in desired(docs).kubernetes)
+        kept = desired(docs[:9], "rev2")  # p9, p10, p11 leave Git: 3 of 12, under 25%
+        r = await t.check(env, kept, inventory=inv)
+        orphans = sorted((x for x in r.drifts if x.drift is DriftKind.ORPHANED), key=lambda x: x.key.name)
+        assert [x.key.name for x in orphans] == ["p10", "p11", "p9"]
+        assert all(x.judged is not None for x in orphans)
+        recreated = sandbox.kubectl_json("-n", ns, "get", "configmap", "p10")
+        sandbox.kubectl("-n", ns, "delete", "configmap", "p10")
+        sandbox.kubectl("-n", ns, "create", "configmap", "p10", "--from-literal=k=by-hand")
+        sandbox.kubectl("-n", ns, "label", "configmap", "p11", "edited=by-hand")
+        out = {x.key.name: x for x in await t.revert(env, kept, orphans)}
+        assert out["p9"].action is Action.REVERTED, out["p9"]
+        for name in ("p10", "p11"):
+            assert out[name].action is Action.SKIPPED, out[name]
+            assert "changed since it was judged" in (out[name].reason or ""), out[name]
+        live = {c["metadata"]["name"]: c for c in sandbox.kubectl_json("-n", ns, "get", "configmaps")["items"]}
+        assert "p9" not in live
+        assert live["p10"]["data"] == {"k": "by-hand"}
+        assert live["p10"]["metadata"]["uid"] != recreated["metadata"]["uid"]
+        assert live["p11"]["metadata"]["labels"]["edited"] == "by-hand"
+    finally:
+        await t.aclose()
+
+
+@pytest.mark.anyio
 async def test_fast_path_gives_the_dry_runs_verdicts(sandbox: Any, k8s_namespace: str) -> None:
     """diff.noop skips the dry run only where the server would find nothing: the same check with
     and without it gives the same drifts, after operator changes and after Git changes."""

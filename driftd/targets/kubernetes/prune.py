@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ...errors import DriftdError
 from ...log import get_logger
 from ...model import Action, DesiredState, Drift
-from .client import NotFound
+from .client import Conflict, NotFound
 from .ports import ClusterAccess
 
 if TYPE_CHECKING:
@@ -68,12 +68,27 @@ async def prune(target: ClusterAccess, env: EnvironmentSettings, desired: Desire
     out = []
     for d in orphans:
         try:
+            if d.judged is None:
+                # Never delete what was not seen: without the judged uid and version, the object the
+                # DELETE reaches may not be the one found orphaned.
+                out.append(dataclasses.replace(d, action=Action.SKIPPED,
+                                               reason="not deleted: the live object's uid and version were not read"))
+                continue
             info = await disc.resolve(d.key.api_version, d.key.kind)
+            uid, version = d.judged
             await client.request("DELETE", info.path(d.key.namespace, d.key.name), verb="delete",
                                  resource=info.label, subject=str(d.key),
-                                 query={"propagationPolicy": "Background", "dryRun": "All" if dry_run else None})
+                                 query={"dryRun": "All" if dry_run else None},
+                                 body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background",
+                                       "preconditions": {"uid": uid, "resourceVersion": version}})
         except NotFound:
             out.append(dataclasses.replace(d, action=Action.REVERTED, reason="already gone"))
+            continue
+        except Conflict:
+            # Recreated, re-marked or edited since it was judged (the live view can be seconds old).
+            out.append(dataclasses.replace(d, action=Action.SKIPPED,
+                                           reason="not deleted: the object changed since it was judged orphaned; "
+                                                  "decided again at the next pass"))
             continue
         except DriftdError as e:
             out.append(dataclasses.replace(d, action=Action.REVERT_FAILED, reason=e.message))

@@ -415,7 +415,9 @@ class KubernetesTarget:
                 if verdict is ownership.Orphan.UNKNOWN:
                     undetermined.add(k)  # kept in the inventory; decided at a later pass
                 elif verdict is ownership.Orphan.MINE:
-                    drifts.append(Drift(k, DriftKind.ORPHANED))
+                    meta = live.get("metadata") or {}
+                    judged = (str(meta.get("uid", "")), str(meta.get("resourceVersion", "")))
+                    drifts.append(Drift(k, DriftKind.ORPHANED, judged=judged if all(judged) else None))
                 else:
                     self._orphan_seen.pop((env.name, _ident(k)), None)
                     log.info("orphan.not_mine", env=env.name, object=str(k), why=str(verdict))
