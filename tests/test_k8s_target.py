@@ -328,6 +328,32 @@ async def test_prune_deletes_only_the_object_it_judged(sandbox: Any, k8s_namespa
 
 
 @pytest.mark.anyio
+async def test_values_of_a_decrypted_file_never_reach_an_api_error(sandbox: Any, k8s_namespace: str) -> None:
+    """Issue 22 §10: a SOPS-decrypted ConfigMap (``sensitive``) whose label value the API server rejects,
+    quoting it. Its values are not secret-like by name, yet every one must stay out of the failed
+    revert's reason (the stored drift, the alert, the page and the log all start from it)."""
+    ns = k8s_namespace
+    leaked = "tok-9f8e7d6c5b4a-not-a-label"
+    doc = {"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": "from-sops", "namespace": ns, "labels": {"tier": leaked + " !"}},
+           "data": {"endpoint": "db.internal:5432"}}
+    key = ResourceKey(TargetKind.KUBERNETES, "ConfigMap", "from-sops", ns, "v1")
+    ds = DesiredState("rev1", (DesiredObject(key, doc, "secret.enc.yaml#0", sensitive=True),))
+    t = target(sandbox)
+    try:
+        r = await t.check(env_for(ns), ds)
+        assert [d.drift for d in r.drifts] == [DriftKind.MISSING]
+        out = await t.revert(env_for(ns), ds, r.drifts)  # the create is refused: the label is invalid
+        assert out[0].action is Action.REVERT_FAILED, out
+        text = out[0].reason or ""
+        assert "Invalid value" in text, text
+        assert leaked not in text, text
+        assert "(redacted)" in text, text
+    finally:
+        await t.aclose()
+
+
+@pytest.mark.anyio
 async def test_fast_path_gives_the_dry_runs_verdicts(sandbox: Any, k8s_namespace: str) -> None:
     """diff.noop skips the dry run only where the server would find nothing: the same check with
     and without it gives the same drifts, after operator changes and after Git changes."""

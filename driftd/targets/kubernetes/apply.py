@@ -135,7 +135,7 @@ async def apply_object(client: KubeClient, humans: tuple[str, ...], p: Planned, 
     return await client.request(
         "PATCH", path, verb="apply", resource=p.info.label, subject=str(p.key),
         query={"fieldManager": FIELD_MANAGER, "force": True, "dryRun": "All" if dry_run else None},
-        body=apply_body(p, live), content_type=APPLY_PATCH)
+        body=apply_body(p, live), content_type=APPLY_PATCH, sensitive=p.desired.sensitive)
 
 
 async def _take_over(client: KubeClient, humans: tuple[str, ...], p: Planned, live: Mapping[str, Any]) -> None:

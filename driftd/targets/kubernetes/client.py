@@ -133,20 +133,23 @@ class KubeClient:
 
     async def request(self, method: str, path: str, *, verb: str, resource: str, query: Mapping[str, Any] | None = None,
                       body: Any = None, content_type: str | None = None, subject: str | None = None,
-                      request_timeout: float = 60.0, accept: str = "application/json") -> dict[str, Any]:
+                      request_timeout: float = 60.0, accept: str = "application/json",
+                      sensitive: bool = False) -> dict[str, Any]:
+        """``sensitive``: the body comes from a decrypted (SOPS) file, so every value in it is kept
+        out of the error this request may raise, not only the secret-like ones."""
         if method != "GET" and not (query or {}).get("dryRun"):
             # Every write is journaled here, the one place all of them pass (driftd.journal).
             async with journaled("kubernetes", subject or path, f"{method} {path}"):
                 return await self._request(method, path, verb=verb, resource=resource, query=query, body=body,
                                            content_type=content_type, subject=subject,
-                                           request_timeout=request_timeout, accept=accept)
+                                           request_timeout=request_timeout, accept=accept, sensitive=sensitive)
         return await self._request(method, path, verb=verb, resource=resource, query=query, body=body,
                                    content_type=content_type, subject=subject, request_timeout=request_timeout,
-                                   accept=accept)
+                                   accept=accept, sensitive=sensitive)
 
     async def _request(self, method: str, path: str, *, verb: str, resource: str, query: Mapping[str, Any] | None,
                        body: Any, content_type: str | None, subject: str | None,
-                       request_timeout: float, accept: str) -> dict[str, Any]:
+                       request_timeout: float, accept: str, sensitive: bool) -> dict[str, Any]:
         headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
@@ -168,7 +171,7 @@ class KubeClient:
         # The server's message may quote what was sent (an invalid env value, a Secret's data): never the
         # secret-like values of the body, in whatever error, log line or record this message ends up.
         raise _error(resp.status, data, verb, resource, subject, path=path,
-                     hide=secret_values(body) if isinstance(body, Mapping) else ())
+                     hide=secret_values(body, sensitive=sensitive) if isinstance(body, Mapping) else ())
 
     async def stream(self, path: str, *, resource: str, query: Mapping[str, Any],
                      read_timeout: float) -> AsyncIterator[dict[str, Any]]:

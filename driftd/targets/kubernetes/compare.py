@@ -172,7 +172,7 @@ class Comparer:
             predicted = await self._client.request(
                 "PATCH", p.info.path(p.key.namespace, p.key.name), verb="apply", resource=p.info.label,
                 query={"fieldManager": FIELD_MANAGER, "force": True, "dryRun": "All"},
-                body=body, content_type=APPLY_PATCH, subject=str(p.key))
+                body=body, content_type=APPLY_PATCH, subject=str(p.key), sensitive=p.desired.sensitive)
         except ApiError as e:
             if e.status in (400, 403, 404, 409, 422, 500) or e.reason:
                 raise DryRunRefused(e.status, e.reason, f"dry run refused: {e.message}", subject=str(p.key)) from e
