@@ -483,6 +483,7 @@ class Daemon:
             got = await refresh(rt, self.sources, self.config, fetch_error=w.fetch_error,
                                 cluster=self.pool.cluster_info(env))
             if not got.loaded:
+                self.pool.withdraw(env)
                 self._hold(w, next_full)
                 log.warning("desired.load_failed", env=env.name, last_good_revision=got.last_good, error=got.error)
                 await self.reconciler.publish(rt)

@@ -167,3 +167,52 @@ def test_orphaned_namespace_is_never_pruned_without_prune_kinds(sandbox: Sandbox
         for n in (home, extra):
             sandbox.kubectl("delete", "namespace", n, "--wait=false", check=False)
     assert rc == 0, d.tail()
+
+
+def test_an_object_moved_into_a_neighbour_in_error_is_never_pruned(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Issue 22 §2: one commit moves a ConfigMap from a/ to b/ and breaks b/ (a typo). B is in error, so its
+    last claims (which do not hold the ConfigMap) are no evidence: A must not prune it as orphaned. Once
+    b/ is fixed, B adopts it."""
+    tag = uuid.uuid4().hex[:6]
+    home = {e: f"nb-{e}-{tag}" for e in ("a", "b")}
+    for ns in home.values():
+        sandbox.kubectl("create", "namespace", ns)
+    shared = f"nb-shared-{tag}"
+    sandbox.kubectl("create", "namespace", shared)
+    repo = GitRepo(sandbox, f"neighbour-{tag}.git", tmp_path / "work")
+    files: dict[str, Any] = {f"a/cm{i}.yaml": configmap(f"a{i}") for i in range(10)}
+    files["a/moving.yaml"] = _in(shared, configmap("moving"))
+    repo.commit({**files, "b/cm.yaml": configmap("b0")})
+    envs = [{"name": e, "mode": "enforce", "brakes": {"storm_fraction": 1.0},
+             "kubernetes": {"cluster": "sandbox", "namespace": home[e], "path": e, "prune": True,
+                            "resync_interval": "2s"}} for e in ("a", "b")]
+    state, port = tmp_path / "state", free_port()
+    cfg = write_config(tmp_path / "driftd.toml", sandbox, repo_url=repo.url, state_dir=state, port=port, envs=envs)
+    d = DaemonProc(cfg, state, port, tmp_path / "driftd.log").start()
+    try:
+        wait_for(lambda: (e := d.environments()) and all(e.get(n, {}).get("status") == "in_sync" for n in "ab"),
+                 60, lambda: f"both in sync; {d.environments()}\n{d.tail()}")
+        repo.commit({"a/moving.yaml": None, "b/moving.yaml": _in(shared, configmap("moving")),
+                     "b/typo.yaml": "kind: ConfigMap\nmetadata: {name: [unclosed\n"})
+        wait_for(lambda: d.environments().get("b", {}).get("status") == "error", 30,
+                 lambda: f"b in error; {d.environments()}\n{d.tail()}")
+        # Several resyncs (2 s) of A at the new revision, past the wait for peers' confirmation (PEER_WAIT,
+        # 10 s: a peer that does not check again holds nobody up for longer).
+        time.sleep(16)
+        assert sandbox.kubectl("-n", shared, "get", "configmap", "moving", check=False).returncode == 0, \
+            "A pruned an object its neighbour in error may declare"
+        deletes = [w for w in _writes(state) if w["operation"].startswith("DELETE")]
+        assert not deletes, deletes
+        repo.commit({"b/typo.yaml": None})
+        wait_for(lambda: (e := d.environments()) and all(e.get(n, {}).get("status") == "in_sync" for n in "ab"),
+                 60, lambda: f"both in sync again; {d.environments()}\n{d.tail()}")
+        sandbox.kubectl("-n", shared, "patch", "configmap", "moving", "-p", '{"data":{"k":"oob"}}')
+        wait_for(lambda: sandbox.kubectl_json("-n", shared, "get", "configmap", "moving")["data"]["k"] == "v", 30,
+                 lambda: f"B reverted it; log:\n{d.tail()}")
+        assert not [w for w in _writes(state) if w["operation"].startswith("DELETE")]
+        assert d.alive()
+    finally:
+        rc = d.stop()
+        for ns_name in [*home.values(), shared]:
+            sandbox.kubectl("delete", "namespace", ns_name, "--wait=false", check=False)
+    assert rc == 0, d.tail()

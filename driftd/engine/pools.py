@@ -111,6 +111,12 @@ class TargetPool:
 
         return info
 
+    def withdraw(self, env: EnvironmentSettings) -> None:
+        """``env`` failed to load its desired state: its cluster's other environments must not take its
+        last known claims for complete (an object moved into it would look orphaned)."""
+        if env.kubernetes is not None and (kube := self._clusters.get(env.kubernetes.cluster)) is not None:
+            kube.withdraw(env.name)
+
     def get(self, kind: TargetKind, name: str) -> PooledTarget:
         key = (kind, name)
         if key not in self.targets:

@@ -49,9 +49,12 @@ class Target(Protocol):
 
 
 class ClusterInfoTarget(Protocol):
-    """A target that can say what Helm renders against (Kubernetes: version and served API versions)."""
+    """A cluster's target as the pool sees it beside ``Target``: what Helm renders against (version
+    and served API versions), and the claims of an environment that failed to load withdrawn."""
 
     async def cluster_info(self) -> ClusterInfo: ...
+
+    def withdraw(self, env: str) -> None: ...
 
 
 class ReportListener(Protocol):

@@ -469,6 +469,13 @@ class KubernetesTarget:
         # A peer that does not check again (its desired state is in error) holds nobody up for long.
         return now - first >= PEER_WAIT or all(self._claimed_at.get(p, 0.0) > first for p in peers)
 
+    def withdraw(self, env: str) -> None:
+        """``env``'s desired state failed to load: what it declared before is no evidence of what it
+        declares now (the failed commit may have moved objects into it), so it claims nothing known
+        until it is checked again, and every orphan on this cluster is undecided meanwhile."""
+        self._claims.pop(env, None)
+        self._claimed_at.pop(env, None)
+
     def _other_claims(self, env: str) -> dict[str, frozenset[Ident]] | None:
         """What the other environments on this cluster declare; None while one of them has not been
         checked yet (then nobody can tell whether an object is someone else's)."""
