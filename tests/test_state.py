@@ -237,6 +237,55 @@ def test_kill_9_loses_no_acknowledged_event_and_leaves_no_half_pass(tmp_path: Pa
         assert set(passes.values()) == {5}, "a half-written or duplicated pass"
 
 
+def _intent_in_child(state_dir: Path, operation: str) -> subprocess.Popen[str]:
+    """Another driftd process (a `driftd sync`, a daemon) with one write in flight: it prints the
+    intent's id, then waits, the write unfinished, until it is killed."""
+    code = ("import anyio, sys, time\n"
+            "from pathlib import Path\n"
+            "from driftd.journal import Intent\n"
+            "from driftd.state import StateStore\n"
+            "async def main():\n"
+            "    async with StateStore.open(Path(sys.argv[1])) as s:\n"
+            "        print(await s.begin_write(Intent('prod', 'aws', 'Name=p', sys.argv[2])), flush=True)\n"
+            "        await anyio.sleep(3600)\n"
+            "anyio.run(main)\n")
+    return subprocess.Popen([sys.executable, "-c", code, str(state_dir), operation], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+
+
+def _kill(child: subprocess.Popen[str]) -> None:
+    child.kill()
+    child.wait()
+    if child.stdout is not None:
+        child.stdout.close()
+
+
+@pytest.mark.anyio
+async def test_an_intent_belongs_to_the_process_that_opened_it(tmp_path: Path) -> None:
+    """Issue 22 §7: a daemon starting beside a running `driftd sync` must not mark the sync's write in
+    flight `interrupted` (its real outcome would then be dropped); once that process is gone, it is."""
+    from driftd.journal import Outcome
+
+    async with StateStore.open(tmp_path):
+        pass  # the schema, before two processes open it
+    child = _intent_in_child(tmp_path, "ec2:authorize_security_group_ingress")
+    try:
+        theirs = int(child.stdout.readline())  # type: ignore[union-attr]
+        async with StateStore.open(tmp_path) as s:
+            assert await s.mark_interrupted() == []  # the daemon's start: the other process still writes
+            assert {w.id: w.outcome for w in await s.writes()} == {theirs: None}
+            await s.end_write(theirs, Outcome.DONE)  # as the sync would, its outcome is kept
+            assert {w.id: w.outcome for w in await s.writes()} == {theirs: "done"}
+    finally:
+        _kill(child)
+    child = _intent_in_child(tmp_path, "ssm:put_parameter")
+    orphan = int(child.stdout.readline())  # type: ignore[union-attr]
+    _kill(child)
+    async with StateStore.open(tmp_path) as s:
+        assert [w.id for w in await s.mark_interrupted()] == [orphan]  # its process is gone
+        assert {w.id: w.outcome for w in await s.writes()}[orphan] == "interrupted"
+
+
 @pytest.mark.anyio
 async def test_write_intents_outcomes_interrupted_and_retention(tmp_path: Path) -> None:
     """The write journal (issue 13 §2): an intent is committed before begin_write returns, its outcome
@@ -246,7 +295,11 @@ async def test_write_intents_outcomes_interrupted_and_retention(tmp_path: Path) 
 
     async with StateStore.open(tmp_path) as s:
         a = await s.begin_write(Intent("prod", "kubernetes", "cm/a", "PATCH /api/v1/namespaces/x/configmaps/a"))
-        b = await s.begin_write(Intent("prod", "aws", "Name=p", "ssm:put_parameter"))
+    # b is opened by a process that then dies with it in flight.
+    child = _intent_in_child(tmp_path, "ssm:put_parameter")
+    b = int(child.stdout.readline())  # type: ignore[union-attr]
+    _kill(child)
+    async with StateStore.open(tmp_path) as s:
         await s.end_write(a, Outcome.DONE)
         await s.end_write(a, Outcome.FAILED, "late")  # an outcome is recorded once
         rows = {w.id: w for w in await s.writes()}

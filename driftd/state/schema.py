@@ -83,6 +83,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX intents_open ON intents(id) WHERE outcome IS NULL;
     CREATE INDEX intents_env_ts ON intents(env, ts);
     """,
+    # 3: the process each intent belongs to (driftd.state.owner): only its own process's end
+    # makes an open intent `interrupted`, never another process's start.
+    """
+    ALTER TABLE intents ADD COLUMN owner TEXT;
+    """,
 )
 
 

@@ -29,7 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..journal import Intent, Outcome
 from ..log import get_logger
 from ..model import Action, Drift, DriftKind, Pause, ResourceKey, TargetKind
-from . import pauses, queries
+from . import owner, pauses, queries
 from .records import (
     AuditEvent,
     EventKind,
@@ -278,10 +278,10 @@ class StateStore:
         now = ts(datetime.now(UTC))
 
         def fn(c: sqlite3.Connection) -> int:
-            cur = c.execute("INSERT INTO intents(ts, env, target, subject, operation, revision, actor) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            cur = c.execute("INSERT INTO intents(ts, env, target, subject, operation, revision, actor, owner) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             (now, intent.env, intent.target, intent.subject, intent.operation, intent.revision,
-                             intent.actor))
+                             intent.actor, owner.token()))
             return int(cur.lastrowid or 0)
 
         return await self._write(fn)
@@ -294,13 +294,17 @@ class StateStore:
 
     async def mark_interrupted(self) -> list[WriteRecord]:
         """At start: writes whose process died before their outcome was recorded become
-        ``interrupted``. Returns them (their objects are re-checked by the first pass)."""
+        ``interrupted``. Returns them (their objects are re-checked by the first pass). An intent
+        whose process still runs (a ``driftd sync`` beside this daemon) is its own: left open."""
         now = ts(datetime.now(UTC))
 
         def fn(c: sqlite3.Connection) -> list[WriteRecord]:
-            rows = queries.writes(c, open_only=True)
-            c.execute("UPDATE intents SET outcome = ?, outcome_ts = ?, reason = ? WHERE outcome IS NULL",
-                      (str(Outcome.INTERRUPTED), now, "the process stopped before the outcome was recorded"))
+            owners = dict(c.execute("SELECT id, owner FROM intents WHERE outcome IS NULL").fetchall())
+            dead = {i for i, o in owners.items() if owner.alive(o) is False}
+            rows = [r for r in queries.writes(c, open_only=True) if r.id in dead]
+            c.executemany("UPDATE intents SET outcome = ?, outcome_ts = ?, reason = ? WHERE id = ? AND outcome IS NULL",
+                          [(str(Outcome.INTERRUPTED), now, "the process stopped before the outcome was recorded", i)
+                           for i in sorted(dead)])
             return rows
 
         return await self._write(fn)
