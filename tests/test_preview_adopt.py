@@ -163,6 +163,32 @@ def test_adopt_writes_live_values_on_a_new_branch_and_check_is_clean_after_merge
     assert "no drift to adopt" in err
 
 
+def test_adopt_never_writes_a_masked_value_and_says_what_it_left_out(
+        sandbox: Sandbox, env) -> None:  # type: ignore[no-untyped-def]
+    """Issue 22 §9: an env entry named like a password, added by hand below the top level of a change
+    (the container's env list), was written into the adopt branch as "(redacted)": merged, enforce
+    would have applied it. Now it is left out, named on stderr and in the commit message; the rest
+    of the change is adopted."""
+    cfg, repo, ns = env
+    sandbox.kubectl("-n", ns, "set", "env", "deployment/web", "DB_PASSWORD=hunter2-live-value", "LOG_LEVEL=debug")
+    code, out, err = driftd(cfg, "adopt", "--env", "shop", "--object", f"Deployment/{ns}/web")
+    assert code == 0, err
+    branch = out.strip().splitlines()[-1]
+    git(repo.work, "fetch", "-q", "origin", branch)
+    text = git(repo.work, "show", f"origin/{branch}:k8s/app.yaml")
+    assert "LOG_LEVEL" in text
+    assert "debug" in text
+    assert "(redacted)" not in text
+    assert "hunter2" not in text
+    assert "DB_PASSWORD" not in text
+    assert "masked" in err
+    assert "/spec/template/spec/containers/0/env/0" in err
+    log = git(repo.work, "log", "-1", "--format=%B", f"origin/{branch}")
+    assert "Left out" in log
+    assert "/spec/template/spec/containers/0/env/0: masked" in log
+    assert "hunter2" not in log + err + out
+
+
 def test_diff_of_an_aws_environment_compares_declared_properties(sandbox: Sandbox, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.test_daemon_aws import TEMPLATE, aws_envs, aws_setup

@@ -63,16 +63,49 @@ def _find_object(desired: Sequence[DesiredObject], kind: str, ns: str | None, na
     return cands[0]
 
 
+_GONE = object()  # what is left of a value that was masked whole
+
+
+def _unmasked(value: Any, path: str, left_out: list[str]) -> Any:
+    """``value`` without what the target masked, at any depth: a masked map entry is dropped, and so
+    is a list item holding one (an env entry named like a password goes whole, its name with it, as
+    writing the name without its value would declare an empty one). ``left_out`` gets their pointers."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            sub = f"{path}/{ptr.escape(str(k))}"
+            if v == REDACTED:
+                left_out.append(sub)
+            elif (kept := _unmasked(v, sub, left_out)) is not _GONE:
+                out[k] = kept
+        return out
+    if isinstance(value, list):
+        items = []
+        for i, v in enumerate(value):
+            mark: list[str] = []
+            kept = _unmasked(v, f"{path}/{i}", mark)
+            if mark or v == REDACTED:
+                left_out.append(f"{path}/{i}")
+            else:
+                items.append(kept)
+        return items
+    return _GONE if value == REDACTED else value
+
+
 def _select(drift: Drift, paths: Sequence[str]) -> tuple[list[tuple[str, ChangeOp, Any]], list[str]]:
     chosen, skipped = [], []
     for c in drift.changes:
         if paths and not any(ptr.is_prefix(p, c.path) for p in paths):
             continue
-        masked = c.actual == REDACTED or c.expected == REDACTED
-        if drift.key.kind in SECRET_KINDS or secret_path(drift.key.kind, c.path) or masked:
+        if drift.key.kind in SECRET_KINDS or secret_path(drift.key.kind, c.path) or c.expected == REDACTED:
             skipped.append(f"{c.path}: secret, never written to Git")
             continue
-        chosen.append((c.path, c.op, c.actual))
+        left_out: list[str] = []
+        value = _unmasked(c.actual, c.path, left_out) if c.op is not ChangeOp.REMOVE else c.actual
+        skipped.extend(f"{p}: masked (a secret-like value), never written to Git" for p in left_out)
+        if value is _GONE or (left_out and value in ({}, [])):
+            continue
+        chosen.append((c.path, c.op, value))
     return chosen, skipped
 
 
@@ -134,8 +167,11 @@ async def _adopt(config: Config, env: EnvironmentSettings, spec: str, paths: Seq
         who = f" (changed live by {drift.changed_by})" if drift.changed_by else ""
 
         def message(lines: Sequence[str]) -> str:
-            return (f"driftd adopt: {object_name(obj.key)} in {env.name}{who}\n\n"
-                    "The live values of these fields are adopted into Git:\n" + "\n".join(f"- {x}" for x in lines))
+            out = (f"driftd adopt: {object_name(obj.key)} in {env.name}{who}\n\n"
+                   "The live values of these fields are adopted into Git:\n" + "\n".join(f"- {x}" for x in lines))
+            if skipped:
+                out += "\n\nLeft out (add them by hand where they belong):\n" + "\n".join(f"- {x}" for x in skipped)
+            return out
 
         repo = config.repositories[env.repository]
         password = repo.token_file.read_text().strip() if repo.token_file is not None else None
