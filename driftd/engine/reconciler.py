@@ -254,6 +254,9 @@ class Reconciler:
                     log.info("drift.reverted", env=env.name, object=str(d.key), drift=str(d.drift))
                 elif d.action is Action.REVERT_FAILED:
                     log.warning("drift.revert_failed", env=env.name, object=str(d.key), reason=d.reason)
+            created = frozenset(d.key for d in done if d.drift is DriftKind.MISSING and d.action is Action.REVERTED)
+            if created and kind is TargetKind.AWS and env.aws is not None and env.aws.baselines:
+                await self._baseline_created(rt, target, desired, created, inventory)
             brake_events = [AuditEvent(now, env.name, EventKind.BRAKE, b.key, desired.revision,
                                        reason=f"{b.brake}: {b.detail}", actor=self.actor) for b in p.brakes]
             inventory_update = None
@@ -328,6 +331,19 @@ class Reconciler:
         if events:
             await self.store.record_events(events)
         return replace(result, drifts=tuple(baseline.merge(result.drifts, changes)))
+
+    async def _baseline_created(self, rt: EnvRuntime, target: Target, desired: DesiredState,
+                                created: frozenset[ResourceKey], inventory: frozenset[ResourceKey]) -> None:
+        """The baseline of what this pass created, read now: else a resource `driftd sync` created had none
+        until the next recording pass, and a policy attached to it meanwhile was invisible to `driftd check`."""
+        if self.store is None:
+            return
+        try:
+            res = await target.check_objects(rt.settings, desired, created, inventory=inventory)
+            await self._baselines(rt, replace(res, undeclared_live={k: v for k, v in res.undeclared_live.items()
+                                                                    if k in created}), record=True)
+        except DriftdError as e:  # the next recording pass takes it; never fail the pass over it
+            log.warning("baseline.after_create_failed", env=rt.settings.name, error=str(e), retryable=e.retryable)
 
     async def _revert_bounded(self, rt: EnvRuntime, target: Target, desired: DesiredState, p: Plan
                               ) -> tuple[Drift, ...]:
