@@ -154,6 +154,11 @@ def test_broken_revision_is_never_acted_on(setup: Setup) -> None:
     assert setup.sandbox.kubectl_json("get", "deployment", "web", "-n", setup.ns["broken"])["spec"]["replicas"] == 4
     env = setup.daemon.environments()["broken"]
     assert "app.yaml" in (env["error"] or "")
+    # Repaired, so the other environments on the cluster decide their orphans again (while an environment is
+    # in error, what it may declare is unknown: issue 22 §2).
+    setup.repo.commit({"k8s/app.yaml": [deployment("web", 2)]}, branch="broken", message="fixed")
+    wait_for(lambda: setup.daemon.environments()["broken"]["status"] != "error", 30,
+             f"broken env repaired; log:\n{setup.daemon.tail()}")
 
 
 def test_empty_revision_never_prunes(setup: Setup) -> None:
